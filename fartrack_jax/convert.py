@@ -21,6 +21,7 @@ Key map (L = `model.num_blocks`; layer i of ours is `blocks.i` for i < L, else `
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import Callable, Iterable, Mapping
 
@@ -318,3 +319,45 @@ def truncate_layers(params, depth: int) -> dict:
       continue
     out[k] = v
   return out
+
+
+def metadata_for(config, source: str, source_kind: str) -> dict:
+  return {"format": "fartrack-jax-params-v1", "stage": config.stage, "variant": config.get("variant", ""),
+          "depth": int(config.model.depth), "source": os.path.abspath(source) if source else "",
+          "source_kind": source_kind, "model": config.model.to_dict()}
+
+
+def convert_checkpoint_to_flax(checkpoint: str, config, output: str, source: str = "auto",
+                               allow_pickle: bool = False, seed: int = 0) -> Report:
+  """Reads an original `.pth.tar` (a stage checkpoint's `net`, or MAE weights), converts it for `config`
+  and writes an orbax params checkpoint to `output`. Params the file lacks that the forward never reads
+  start from a fresh init drawn with `seed`. Raises `ConversionError` before writing anything when the
+  checkpoint does not fit."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from fartrack_jax import checkpoints, model as model_lib, torch_io  # pylint: disable=g-import-not-at-top
+  if os.path.exists(output):
+    raise FileExistsError(f"{output} already exists; choose a new --output")
+  kind, sd = torch_io.load_state_dict(checkpoint, allow_pickle=allow_pickle)
+  if source == "auto":
+    source = "mae" if kind == "model" else "net"
+  spec = model_lib.ModelSpec.from_config(config)
+  init = model_lib.init_params(model_lib.build_model(config, "float32"), jax.random.key(seed))
+  if source == "mae":
+    params, report = mae_to_flax(sd, spec, init)
+  elif source == "net":
+    params, report = torch_to_flax(sd, spec, init)
+  else:
+    raise ValueError(f"source must be auto, net or mae; got {source!r}")
+  checkpoints.save_params(output, params, metadata_for(config, checkpoint, source))
+  return report
+
+
+def convert_params_to_torch(params_dir: str, config, output: str) -> int:
+  """Writes an orbax params checkpoint as `{'net': state_dict}` for the original code. Returns the number
+  of keys written."""
+  from fartrack_jax import checkpoints, model as model_lib, torch_io  # pylint: disable=g-import-not-at-top
+  params, meta = checkpoints.load_params_for(params_dir, config)
+  sd = flax_to_torch(params, model_lib.ModelSpec.from_config(config))
+  torch_io.save_state_dict(output, sd, extra={"fartrack_jax": {"stage": meta.get("stage"),
+                                                               "depth": meta.get("depth")}})
+  return len(sd)

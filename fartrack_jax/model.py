@@ -188,13 +188,14 @@ class Attention(nn.Module):
     b, n, d = x.shape
     head_dim = d // self.num_heads
     qkv = nn.Dense(3 * d, use_bias=self.qkv_bias, dtype=self.dtype, kernel_init=_TRUNC02, name="qkv")(x)
-    qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, N, H, hd]
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * (head_dim ** -0.5)
+    # Heads-major [3, B, H, N, hd] once: batched matmuls in this layout run about twice as fast on XLA:CPU
+    # as einsums over [B, N, H, hd].
+    q, k, v = qkv.reshape(b, n, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
+    logits = (q @ k.swapaxes(-1, -2)).astype(jnp.float32) * (head_dim ** -0.5)
     if key_bias is not None:
       logits = logits + key_bias
     probs = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v).reshape(b, n, d)
+    out = (probs.astype(self.dtype) @ v).transpose(0, 2, 1, 3).reshape(b, n, d)
     out = nn.Dense(d, dtype=self.dtype, kernel_init=_TRUNC02, name="proj")(out)
     return out, probs
 
@@ -355,7 +356,7 @@ class FARTrack(nn.Module):
     lookup and the logits with norm <= max_norm. The rescale is not differentiated (PyTorch does it under
     no_grad).
     """
-    table = self.word_embeddings
+    table = jnp.asarray(self.word_embeddings)
     if self.spec.word_max_norm > 0:
       idx = jnp.asarray(self.spec.command_tokens)
       rows = table[idx]

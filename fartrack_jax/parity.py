@@ -182,8 +182,9 @@ def make_inputs(config, seed: int, batch: int = 2) -> Inputs:
   spec = model_lib.ModelSpec.from_config(config)
   rng = np.random.default_rng(seed)
   t, z, x = spec.num_templates, spec.template_size, spec.search_size
-  templates = rng.integers(0, 256, (batch, t, z, z, 3), dtype=np.uint8)
-  search = rng.integers(0, 256, (batch, x, x, 3), dtype=np.uint8)
+  # 16 grey levels over 0..255: as random as the model cares about, and half the bytes in a fixture.
+  templates = (rng.integers(0, 16, (batch, t, z, z, 3)) * 17).astype(np.uint8)
+  search = (rng.integers(0, 16, (batch, x, x, 3)) * 17).astype(np.uint8)
   mask = np.ones((batch, spec.num_tokens), bool)
   p = spec.tokens_per_template
   for b in range(batch):
@@ -316,6 +317,12 @@ def run_parity(torch_repo: str, config, checkpoint: str | None = None, seed: int
     print("converter:", line)
   inputs = make_inputs(config, seed, batch)
   return compare(run_original(net, config, inputs), run_ours(params, config, inputs), config)
+
+
+def original_param_shapes(torch_repo: str, config, seed: int = 0) -> dict[str, list[int]]:
+  """`{state-dict key: shape}` of the original model built for `config`."""
+  net = load_original(torch_repo, config, seed)
+  return {k: list(v.shape) for k, v in net.state_dict().items()}
 
 
 def write_fixture(path: str, torch_repo: str, config, overrides: dict[str, Any], seed: int = 0,

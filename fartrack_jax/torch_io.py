@@ -55,7 +55,7 @@ def load_state_dict(path: str, allow_pickle: bool = False) -> tuple[str, dict[st
 def save_state_dict(path: str, state_dict: Mapping[str, np.ndarray], extra: Mapping | None = None) -> None:
   """Writes `{'net': state_dict, **extra}` the way the original saves checkpoints, atomically."""
   torch = _torch()
-  net = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}
+  net = {k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True)) for k, v in state_dict.items()}
   payload = {"net": net, **(extra or {})}
   tmp = f"{path}.tmp-{os.getpid()}"
   try:

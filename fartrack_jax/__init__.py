@@ -1,0 +1,1 @@
+"""fartrack-jax: a JAX/Flax reimplementation of the FARTrack visual tracker."""

@@ -1,0 +1,49 @@
+"""Timing helpers for the benchmark scripts: medians over many runs, device sync on every run."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import jax
+
+
+def time_fn(fn: Callable[[], object], runs: int, warmup: int, sync: Callable[[object], object]) -> dict:
+  """Calls `fn` `warmup` times, then `runs` times, syncing each result; returns ms statistics."""
+  for _ in range(warmup):
+    sync(fn())
+  times = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    sync(fn())
+    times.append((time.perf_counter() - start) * 1e3)
+  return {"median_ms": statistics.median(times), "min_ms": min(times), "runs": runs}
+
+
+def jax_device_name() -> str:
+  d = jax.devices()[0]
+  if d.platform == "cpu":
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+  return f"{d.platform} ({d.device_kind})"
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+  widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
+  print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+  for r in rows:
+    print("  ".join(_fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths)))
+
+
+def _fmt(v) -> str:
+  return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def write_json(path: str, rows: list[dict]) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(rows, f, indent=1)
+  os.replace(tmp, path)

@@ -1,0 +1,103 @@
+r"""Batch-1 forward latency of the tracking network per variant (Tiny/Nano/Pico), jitted, float32.
+
+  python scripts/benchmark_model.py [--stage fartrack_sparse] [--variants tiny,nano,pico] \
+      [--runs 50] [--warmup 5] [--torch-repo PATH] [--json FILE]
+
+For each variant: the jitted forward of `configs/<stage>.py:variant=<v>` at batch 1 on random weights and
+inputs (the sparse stage runs its tracking mode, keep masks included), timed `--runs` times after
+`--warmup` calls with `block_until_ready` on every call; median and min in ms. With --torch-repo the
+original PyTorch model of the same variant is timed in the same run on the same machine (eval mode,
+no_grad, `torch.set_num_threads(os.cpu_count())`). Prints a table; --json writes a list of rows
+{"variant", "framework", "median_ms", "min_ms", "device", ...}.
+"""
+
+import importlib
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+
+from fartrack_jax import benchmark
+from fartrack_jax import cli
+
+_STAGE = flags.DEFINE_enum("stage", "fartrack_sparse", ["fartrack", "fartrack_distill", "fartrack_sparse"],
+                           "Which stage's network to time (the tracker runs fartrack_sparse).")
+_VARIANTS = flags.DEFINE_list("variants", ["tiny", "nano", "pico"], "Variants to time.")
+_RUNS = flags.DEFINE_integer("runs", 50, "Timed calls per variant (>= 50 for the reported table).")
+_WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed calls first (the first compiles).")
+_TORCH_REPO = flags.DEFINE_string("torch_repo", None, "Checkout of the original code: also time its "
+                                  "forward (also --torch-repo).")
+_JSON = flags.DEFINE_string("json", None, "Write the rows as JSON here.")
+
+
+def bench_jax(config, runs, warmup):
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from fartrack_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  net = model_lib.build_model(config, "float32")
+  params = model_lib.init_params(net, jax.random.key(0))
+  spec = net.spec
+  rng = np.random.default_rng(0)
+  templates = jax.device_put(rng.standard_normal(
+      (1, spec.num_templates, spec.template_size, spec.template_size, 3)).astype(np.float32))
+  search = jax.device_put(rng.standard_normal((1, spec.search_size, spec.search_size, 3)).astype(np.float32))
+  mask = jax.device_put(np.ones((1, spec.num_tokens), bool)) if config.stage == "fartrack_sparse" else None
+  fwd = jax.jit(lambda p, t, s, m: net.apply({"params": p}, t, s, token_mask=m))
+  return benchmark.time_fn(lambda: fwd(params, templates, search, mask), runs, warmup, jax.block_until_ready)
+
+
+def bench_torch(config, torch_repo, runs, warmup):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  from fartrack_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from fartrack_jax import parity  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(os.cpu_count() or 1)
+  net = parity.load_original(torch_repo, config, seed=0)
+  spec = model_lib.ModelSpec.from_config(config)
+  z = [torch.randn(1, 3, spec.template_size, spec.template_size) for _ in range(spec.num_templates)]
+  x = torch.randn(1, 3, spec.search_size, spec.search_size)
+  seq = torch.tensor([spec.command_tokens], dtype=torch.float32)
+  kwargs = {}
+  if config.stage == "fartrack_sparse":
+    kwargs = dict(stage="inference", mask=torch.ones(1, spec.num_tokens, spec.num_tokens, dtype=torch.bool))
+
+  def call():
+    with torch.no_grad():
+      if config.stage == "fartrack_sparse":
+        return net(template=z, search=x, seq_input=seq, **kwargs)
+      return net(template=z, search=x, seq_input=None)
+
+  # PyTorch on the CPU runs synchronously: the call returns when the result is computed.
+  return benchmark.time_fn(call, runs, warmup, lambda out: out)
+
+
+def main(argv):
+  del argv
+  import jax  # pylint: disable=g-import-not-at-top
+  rows = []
+  device = benchmark.jax_device_name()
+  for variant in _VARIANTS.value:
+    config = importlib.import_module(f"configs.{_STAGE.value}").get_config(f"variant={variant}")
+    r = bench_jax(config, _RUNS.value, _WARMUP.value)
+    rows.append({"variant": variant, "framework": "jax", **r, "device": device, "batch": 1,
+                 "precision": "float32", "stage": _STAGE.value, "jax": jax.__version__})
+    print(f"{variant} jax: median {r['median_ms']:.2f} ms", flush=True)
+    if _TORCH_REPO.value:
+      import torch  # pylint: disable=g-import-not-at-top
+      t = bench_torch(config, _TORCH_REPO.value, _RUNS.value, _WARMUP.value)
+      rows.append({"variant": variant, "framework": "torch", **t, "device": f"cpu ({torch.get_num_threads()} "
+                   "threads)", "batch": 1, "precision": "float32", "stage": _STAGE.value,
+                   "torch": torch.__version__})
+      print(f"{variant} torch: median {t['median_ms']:.2f} ms "
+            f"(jax {t['median_ms'] / r['median_ms']:.2f}x faster)", flush=True)
+  print()
+  benchmark.print_table(rows, ["variant", "framework", "median_ms", "min_ms", "runs", "device"])
+  if _JSON.value:
+    benchmark.write_json(_JSON.value, rows)
+    print(f"wrote {_JSON.value}")
+
+
+if __name__ == "__main__":
+  cli.run(main)
