@@ -5,7 +5,8 @@ r"""FARTrack stage 3, inter-frame autoregressive sparsification: sequence-level 
 
 Starts from the distilled checkpoint (`model.pretrain_pth`; the original YAML's path is machine-specific,
 so it is empty here and must be given) and trains on 32-frame sequences from LaSOT, GOT-10k (vottrain)
-and TrackingNet, feeding back the previous 3 boxes (`model.prenum`) as tokens. Each step ranks the
+and TrackingNet (the model carries an embedding for `model.prenum`=3 previous boxes, but its forward
+feeds the four fixed command tokens, as the original's does). Each step ranks the
 template tokens by the centre search token's attention and prunes 25% of every template but the last
 (masked LayerNorm in the blocks); tracking keeps four masks (25/50/75/90% pruned). Loss: SIoU only (the
 original's actor zeroes the cross-entropy weight). 20 epochs of 1,000 sequences, AdamW at 4e-6, weight
