@@ -24,6 +24,22 @@ def time_fn(fn: Callable[[], object], runs: int, warmup: int, sync: Callable[[ob
   return {"median_ms": statistics.median(times), "min_ms": min(times), "runs": runs}
 
 
+def time_interleaved(fns: dict[str, Callable[[], object]], syncs: dict[str, Callable[[object], object]],
+                     runs: int, warmup: int) -> dict[str, dict]:
+  """Like `time_fn` for several callables, alternating them call by call, so that load from elsewhere on
+  a shared machine falls on all of them alike instead of on whichever ran during it."""
+  for name, fn in fns.items():
+    for _ in range(warmup):
+      syncs[name](fn())
+  times = {name: [] for name in fns}
+  for _ in range(runs):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      syncs[name](fn())
+      times[name].append((time.perf_counter() - start) * 1e3)
+  return {name: {"median_ms": statistics.median(t), "min_ms": min(t), "runs": runs} for name, t in times.items()}
+
+
 def jax_device_name() -> str:
   d = jax.devices()[0]
   if d.platform == "cpu":
@@ -39,6 +55,8 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 def _fmt(v) -> str:
+  if v is None:
+    return "-"
   return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 

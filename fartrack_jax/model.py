@@ -174,28 +174,57 @@ class DropPath(nn.Module):
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+class PatchEmbed(nn.Module):
+  """Non-overlapping patch projection (the original's stride-p Conv2d), as patchify + one matmul, which
+  XLA:CPU runs faster than the strided convolution. Kernel layout `[p, p, 3, D]` as `nn.Conv`'s.
+
+  `[B, H, W, 3]` -> `[B, H/p, W/p, D]`.
+  """
+  features: int
+  patch_size: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images):
+    p = self.patch_size
+    b, h, w, c = images.shape
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, c, self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    patches = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    patches = patches.reshape(b, h // p, w // p, p * p * c).astype(self.dtype)
+    return patches @ kernel.reshape(p * p * c, self.features).astype(self.dtype) + bias.astype(self.dtype)
+
+
 class Attention(nn.Module):
   """Multi-head self-attention returning the attention probabilities too.
 
   `key_bias` is additive (`0` or `-inf`), `[B, 1, 1, N]` for a key mask or `[B, 1, N, N]` for a full one.
+  With `query_rows`, only those tokens are queries (keys and values stay all N): the last layer needs
+  nothing but the command tokens and the centre search token's attention.
   """
   num_heads: int
   qkv_bias: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, key_bias=None):
+  def __call__(self, x, key_bias=None, query_rows=None):
     b, n, d = x.shape
     head_dim = d // self.num_heads
     qkv = nn.Dense(3 * d, use_bias=self.qkv_bias, dtype=self.dtype, kernel_init=_TRUNC02, name="qkv")(x)
     # Heads-major [3, B, H, N, hd] once: batched matmuls in this layout run about twice as fast on XLA:CPU
     # as einsums over [B, N, H, hd].
     q, k, v = qkv.reshape(b, n, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
-    logits = (q @ k.swapaxes(-1, -2)).astype(jnp.float32) * (head_dim ** -0.5)
+    if query_rows is not None:
+      rows = jnp.asarray(query_rows)
+      q = q[:, :, rows]
+      if key_bias is not None and key_bias.shape[2] != 1:
+        key_bias = key_bias[:, :, rows]
+    # Scaling q (N x hd values) instead of the scores (N x N) is the same product up to rounding.
+    logits = ((q * np.float32(head_dim ** -0.5)) @ k.swapaxes(-1, -2)).astype(jnp.float32)
     if key_bias is not None:
       logits = logits + key_bias
     probs = jax.nn.softmax(logits, axis=-1)
-    out = (probs.astype(self.dtype) @ v).transpose(0, 2, 1, 3).reshape(b, n, d)
+    out = (probs.astype(self.dtype) @ v).transpose(0, 2, 1, 3).reshape(b, q.shape[2], d)
     out = nn.Dense(d, dtype=self.dtype, kernel_init=_TRUNC02, name="proj")(out)
     return out, probs
 
@@ -209,7 +238,7 @@ class Mlp(nn.Module):
     d = x.shape[-1]
     x = nn.Dense(self.hidden_dim, dtype=self.dtype, kernel_init=_TRUNC02, name="fc1")(x)
     # torch.nn.GELU defaults to the exact erf form.
-    x = nn.gelu(x, approximate=False)
+    x = 0.5 * x * (1.0 + jax.lax.erf(x * np.float32(2 ** -0.5)))
     return nn.Dense(d, dtype=self.dtype, kernel_init=_TRUNC02, name="fc2")(x)
 
 
@@ -226,22 +255,28 @@ class Block(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, token_mask, key_bias, deterministic: bool):
+  def __call__(self, x, token_mask, key_bias, deterministic: bool, query_rows=None):
+    """`x`: `[B, N, D]`. Returns the updated tokens (`[B, len(query_rows), D]` with `query_rows`) and the
+    attention probabilities `[B, H, N or len(query_rows), N]`."""
     d = x.shape[-1]
     norm1 = nn.LayerNorm(epsilon=self.norm_eps, dtype=self.dtype, name="norm1")
     norm2 = nn.LayerNorm(epsilon=self.norm_eps, dtype=self.dtype, name="norm2")
+    rows = None if query_rows is None else jnp.asarray(query_rows)
     if self.masked_norm:
       mnorm1 = MaskedLayerNorm(self.masked_norm_eps, dtype=self.dtype, name="masknorm1")
       mnorm2 = MaskedLayerNorm(self.masked_norm_eps, dtype=self.dtype, name="masknorm2")
       if self.is_initializing():  # Create norm1/norm2 params for the round trip; the forward skips them.
         norm1(x), norm2(x)
       pre_attn = lambda h: mnorm1(h, token_mask)
-      pre_mlp = lambda h: mnorm2(h, token_mask)
+      mlp_mask = token_mask if rows is None else token_mask[:, rows]
+      pre_mlp = lambda h: mnorm2(h, mlp_mask)
     else:
       pre_attn, pre_mlp = norm1, norm2
     drop_path = DropPath(self.drop_path_rate)
     attn_out, probs = Attention(self.num_heads, self.qkv_bias, dtype=self.dtype, name="attn")(
-        pre_attn(x), key_bias)
+        pre_attn(x), key_bias, query_rows)
+    if rows is not None:
+      x = x[:, rows]
     x = x + drop_path(attn_out, deterministic)
     mlp_out = Mlp(int(d * self.mlp_ratio), dtype=self.dtype, name="mlp")(pre_mlp(x))
     x = x + drop_path(mlp_out, deterministic)
@@ -318,8 +353,7 @@ class FARTrack(nn.Module):
     d = s.embed_dim
     f32 = jnp.float32
     self.identity = self.param("identity", _TRUNC02, (1, s.num_templates + 1, d), f32)
-    self.patch_embed = nn.Conv(d, (s.patch_size, s.patch_size), strides=(s.patch_size, s.patch_size),
-                               padding="VALID", dtype=self.dtype, name="patch_embed")
+    self.patch_embed = PatchEmbed(d, s.patch_size, dtype=self.dtype, name="patch_embed")
     # MAE's positional embedding and class token: read only when initialising from MAE weights (the
     # converter resizes pos_embed into the template/search grids); kept for the round trip.
     self.cls_token = self.param("cls_token", _TRUNC02, (1, 1, d), f32)
@@ -416,12 +450,19 @@ class FARTrack(nn.Module):
 
     layer_logits = []
     attention_sum = None
+    n = s.num_tokens
+    centre = s.center_search_token
+    # The last layer only has to produce the 4 command tokens (and, for ranking, the centre search token's
+    # attention row): every other token's output there is never read.
+    last_rows = ((centre,) if sparse else ()) + tuple(range(n - 4, n))
     for i, layer in enumerate(self.layers):
-      tokens, probs = layer(tokens, norm_mask, key_bias, deterministic)
+      last = i == s.depth - 1
+      tokens, probs = layer(tokens, norm_mask, key_bias, deterministic, last_rows if last else None)
       if sparse:
         # Only the centre search token's row is ranked; sum over layers, mean over heads (the original's
         # attn_sum.mean(dim=1)). The ranking is not differentiated (the original detaches it).
-        row = jax.lax.stop_gradient(probs[:, :, s.center_search_token, :s.num_template_tokens])
+        row = probs[:, :, 0 if last else centre, :s.num_template_tokens]
+        row = jax.lax.stop_gradient(row)
         attention_sum = row if attention_sum is None else attention_sum + row
       if i in s.logit_layers and i != s.depth - 1:
         layer_logits.append(self.coord_logits(tokens, table))

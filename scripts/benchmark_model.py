@@ -7,7 +7,8 @@ For each variant: the jitted forward of `configs/<stage>.py:variant=<v>` at batc
 inputs (the sparse stage runs its tracking mode, keep masks included), timed `--runs` times after
 `--warmup` calls with `block_until_ready` on every call; median and min in ms. With --torch-repo the
 original PyTorch model of the same variant is timed in the same run on the same machine (eval mode,
-no_grad, `torch.set_num_threads(os.cpu_count())`). Prints a table; --json writes a list of rows
+no_grad, `torch.set_num_threads(os.cpu_count())`), alternating call by call with ours so that load from
+elsewhere on a shared machine affects both alike. Prints a table; --json writes a list of rows
 {"variant", "framework", "median_ms", "min_ms", "device", ...}.
 """
 
@@ -32,7 +33,8 @@ _TORCH_REPO = flags.DEFINE_string("torch_repo", None, "Checkout of the original 
 _JSON = flags.DEFINE_string("json", None, "Write the rows as JSON here.")
 
 
-def bench_jax(config, runs, warmup):
+def jax_forward(config):
+  """A zero-argument callable running the jitted batch-1 forward, and its sync function."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from fartrack_jax import model as model_lib  # pylint: disable=g-import-not-at-top
@@ -45,10 +47,11 @@ def bench_jax(config, runs, warmup):
   search = jax.device_put(rng.standard_normal((1, spec.search_size, spec.search_size, 3)).astype(np.float32))
   mask = jax.device_put(np.ones((1, spec.num_tokens), bool)) if config.stage == "fartrack_sparse" else None
   fwd = jax.jit(lambda p, t, s, m: net.apply({"params": p}, t, s, token_mask=m))
-  return benchmark.time_fn(lambda: fwd(params, templates, search, mask), runs, warmup, jax.block_until_ready)
+  return (lambda: fwd(params, templates, search, mask)), jax.block_until_ready
 
 
-def bench_torch(config, torch_repo, runs, warmup):
+def torch_forward(config, torch_repo):
+  """The original's batch-1 forward (eval, no_grad) as a zero-argument callable, and its sync function."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   from fartrack_jax import model as model_lib  # pylint: disable=g-import-not-at-top
@@ -70,7 +73,7 @@ def bench_torch(config, torch_repo, runs, warmup):
       return net(template=z, search=x, seq_input=None)
 
   # PyTorch on the CPU runs synchronously: the call returns when the result is computed.
-  return benchmark.time_fn(call, runs, warmup, lambda out: out)
+  return call, lambda out: out
 
 
 def main(argv):
@@ -80,20 +83,27 @@ def main(argv):
   device = benchmark.jax_device_name()
   for variant in _VARIANTS.value:
     config = importlib.import_module(f"configs.{_STAGE.value}").get_config(f"variant={variant}")
-    r = bench_jax(config, _RUNS.value, _WARMUP.value)
+    fns, syncs = {}, {}
+    fns["jax"], syncs["jax"] = jax_forward(config)
+    if _TORCH_REPO.value:
+      fns["torch"], syncs["torch"] = torch_forward(config, _TORCH_REPO.value)
+    timings = benchmark.time_interleaved(fns, syncs, _RUNS.value, _WARMUP.value)
+    r = timings["jax"]
     rows.append({"variant": variant, "framework": "jax", **r, "device": device, "batch": 1,
                  "precision": "float32", "stage": _STAGE.value, "jax": jax.__version__})
-    print(f"{variant} jax: median {r['median_ms']:.2f} ms", flush=True)
-    if _TORCH_REPO.value:
+    line = f"{variant} jax: median {r['median_ms']:.2f} ms"
+    if "torch" in timings:
       import torch  # pylint: disable=g-import-not-at-top
-      t = bench_torch(config, _TORCH_REPO.value, _RUNS.value, _WARMUP.value)
+      t = timings["torch"]
       rows.append({"variant": variant, "framework": "torch", **t, "device": f"cpu ({torch.get_num_threads()} "
                    "threads)", "batch": 1, "precision": "float32", "stage": _STAGE.value,
                    "torch": torch.__version__})
-      print(f"{variant} torch: median {t['median_ms']:.2f} ms "
-            f"(jax {t['median_ms'] / r['median_ms']:.2f}x faster)", flush=True)
+      rows[-2]["speedup_vs_torch"] = t["median_ms"] / r["median_ms"]
+      line += f"; torch: median {t['median_ms']:.2f} ms (jax {rows[-2]['speedup_vs_torch']:.2f}x faster)"
+    print(line, flush=True)
   print()
-  benchmark.print_table(rows, ["variant", "framework", "median_ms", "min_ms", "runs", "device"])
+  benchmark.print_table(rows, ["variant", "framework", "median_ms", "min_ms", "runs", "speedup_vs_torch",
+                               "device"])
   if _JSON.value:
     benchmark.write_json(_JSON.value, rows)
     print(f"wrote {_JSON.value}")
