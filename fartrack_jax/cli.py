@@ -23,7 +23,16 @@ def normalize_flag_names(argv: list[str]) -> list[str]:
 
 
 def run(main) -> None:
-  """absl's app.run with dashed flag names accepted."""
+  """absl's app.run with dashed flag names accepted, and library INFO logs (orbax prints a dozen lines
+  per checkpoint) hidden unless --verbosity is given."""
   from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
   sys.argv = normalize_flag_names(sys.argv)
-  app.run(main)
+  quiet = not any(a.startswith(("--verbosity", "-v=", "--v=")) for a in sys.argv[1:])
+
+  def wrapped(argv):
+    if quiet:
+      logging.set_verbosity(logging.WARNING)
+    return main(argv)
+
+  app.run(wrapped)
