@@ -73,3 +73,17 @@ def test_full_size_parity_against_a_live_checkout(stage, variant):
   result = parity.run_parity(_REPO, config, seed=0)
   print(result.table())
   assert result.passed, result.table()
+
+
+def test_compare_fails_above_tolerance_and_on_any_mask_difference():
+  config = load_config("fartrack_sparse", "variant=smoke")
+  rng = np.random.default_rng(0)
+  logits = rng.standard_normal((1, 4, model_lib.ModelSpec.from_config(config).vocab_size)).astype(np.float32)
+  masks = rng.random((1, 4, 4)) > 0.5
+  theirs = {"coord_logits": logits, "keep_masks_track": masks}
+  assert parity.compare(theirs, dict(theirs), config).passed
+  assert parity.compare(theirs, {"coord_logits": logits + 5e-5, "keep_masks_track": masks}, config).passed
+  assert not parity.compare(theirs, {"coord_logits": logits + 2e-4, "keep_masks_track": masks}, config).passed
+  flipped = masks.copy()
+  flipped[0, 0, 0] ^= True
+  assert not parity.compare(theirs, {"coord_logits": logits, "keep_masks_track": flipped}, config).passed
