@@ -6,9 +6,10 @@ process only, without touching the checkout:
   - `torch.Tensor.cuda` / `torch.nn.Module.cuda` become no-ops (the original calls `.cuda()` in places);
   - if `torchvision` is not importable (there is no CPU build of it for every platform), a placeholder
     module is registered: timm's layer helpers import it, and nothing FARTrack's model uses comes from it;
+    the same for `visdom`, the tracker's debug viewer;
   - `torch._six` (removed from newer torch; the original's data code imports it) is provided.
 The checkout's own dependencies must be importable: `timm` (installed with `--no-deps`), `easydict`,
-`pyyaml`, `einops` (see README, "Parity with the original").
+`pyyaml`, `einops`, and for the tracker `matplotlib` and `jpeg4py` (see README, "Parity with the original").
 """
 
 from __future__ import annotations
@@ -63,10 +64,13 @@ class _PlaceholderModule(types.ModuleType):
 
 
 class _PlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-  """Creates `torchvision` and any `torchvision.*` submodule on demand as placeholder modules."""
+  """Creates the named packages and any of their submodules on demand as placeholder modules."""
+
+  def __init__(self, names):
+    self.names = tuple(names)
 
   def find_spec(self, fullname, path, target=None):
-    if fullname == "torchvision" or fullname.startswith("torchvision."):
+    if any(fullname == n or fullname.startswith(n + ".") for n in self.names):
       return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
     return None
 
@@ -87,12 +91,15 @@ def prepare_cpu_runtime() -> None:
   torch.nn.Module.cuda = lambda self, *a, **k: self
   if "torch._six" not in sys.modules:
     sys.modules["torch._six"] = types.SimpleNamespace(string_classes=(str, bytes))
-  try:
-    importlib.import_module("torchvision")
-  except Exception:  # pylint: disable=broad-except
-    sys.modules.pop("torchvision", None)
-    if not any(isinstance(f, _PlaceholderFinder) for f in sys.meta_path):
-      sys.meta_path.insert(0, _PlaceholderFinder())
+  missing = []
+  for name in ("torchvision", "visdom"):  # visdom: the tracker's debug viewer, imported, never used here
+    try:
+      importlib.import_module(name)
+    except Exception:  # pylint: disable=broad-except
+      sys.modules.pop(name, None)
+      missing.append(name)
+  if missing and not any(isinstance(f, _PlaceholderFinder) for f in sys.meta_path):
+    sys.meta_path.insert(0, _PlaceholderFinder(missing))
 
 
 def _original_config(torch_repo: str, stage: str):
@@ -354,3 +361,26 @@ def read_fixture(path: str):
     outputs = {k[len("output/"):]: f[k] for k in f.files if k.startswith("output/")}
     inputs = Inputs(f["input/templates_u8"], f["input/search_u8"], f["input/token_mask"])
   return meta, sd, inputs, outputs
+
+
+def run_original_tracker(torch_repo: str, config, checkpoint: str, frames, init_box) -> np.ndarray:
+  """Boxes `[N, 4]` (x, y, w, h) of the original sparse tracker on `frames` (RGB uint8 arrays), frame 0
+  initialised with `init_box`, with the weights of `checkpoint` (a `{'net': ...}` file)."""
+  torch_repo = os.path.abspath(torch_repo)
+  if torch_repo not in sys.path:
+    sys.path.insert(0, torch_repo)
+  prepare_cpu_runtime()
+  cfg = _original_config(torch_repo, config.stage)
+  cfg.MODEL.PRETRAIN_PTH = checkpoint
+  tracker_module = importlib.import_module(f"lib.test.tracker.{config.stage}")
+  params = types.SimpleNamespace(
+      cfg=cfg, checkpoint=checkpoint, debug=0, save_all_boxes=False,
+      template_factor=cfg.TEST.TEMPLATE_FACTOR, template_size=cfg.TEST.TEMPLATE_SIZE,
+      search_factor=cfg.TEST.SEARCH_FACTOR, search_size=cfg.TEST.SEARCH_SIZE)
+  params.get = lambda name, *default: getattr(params, name, *default)
+  tracker = tracker_module.get_tracker_class()(params, "parity")
+  tracker.initialize(frames[0], {"init_bbox": [float(v) for v in init_box]}, "parity")
+  boxes = [list(map(float, init_box))]
+  for frame in frames[1:]:
+    boxes.append(list(tracker.track(frame)["target_bbox"]))
+  return np.asarray(boxes, np.float64)

@@ -1,0 +1,1 @@
+"""Tracking: host crops (`crop`), the jitted batched tracker (`tracker`), offline evaluation (`evaluate`)."""

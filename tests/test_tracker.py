@@ -1,0 +1,136 @@
+"""The jitted tracker: template sampling table, crops, batched == sequential, parity with the original."""
+
+import os
+import tempfile
+
+import jax
+import numpy as np
+import pytest
+
+from fartrack_jax import convert
+from fartrack_jax import model as model_lib
+from fartrack_jax.tracking import crop as crop_lib
+from fartrack_jax.tracking import synthetic
+from fartrack_jax.tracking import tracker as trk
+from tests.helpers import init, load_config
+
+
+def test_selection_table_follows_mode1_then_exponential_sampling():
+  table = trk.selection_table(200, 5)
+  # Fewer than 5 stored templates: the oldest repeats in the first slots ("mode1").
+  assert table[1].tolist() == [0, 0, 0, 0, 0]
+  assert table[2].tolist() == [0, 0, 0, 0, 1]
+  assert table[3].tolist() == [0, 0, 0, 1, 2]
+  assert table[4].tolist() == [0, 0, 1, 2, 3]
+  # Then [0, int((S-1)(1-0.7)), int((S-1)(1-0.49)), int((S-1)(1-0.343)), S-1], in float64: with S-1 = 100,
+  # 1 - 0.7**2 is 0.51000000000000001 in float64 (51) but 0.50999999 in float32 (50).
+  assert table[5].tolist() == [0, 1, 2, 2, 4]
+  assert table[101].tolist() == [0, 30, 51, 65, 100]
+
+
+def test_sample_target_centres_the_box_and_pads_like_the_original():
+  image = np.zeros((50, 60, 3), np.uint8)
+  image[:, :, 0] = np.arange(60)[None, :]  # red channel = column index
+  crop, factor = crop_lib.sample_target(image, [20, 10, 10, 10], 2.0, 20)
+  assert factor == 1.0  # side ceil(sqrt(100) * 2) = 20, output 20
+  # x1 = round(20 + 5 - 10) = 15: the crop's first column is image column 15.
+  assert crop[0, 0, 0] == 15 and crop[0, 19, 0] == 34
+  # A crop past the right edge: the original pads x2 - W + 1 columns, dropping the image's last column.
+  crop, _ = crop_lib.sample_target(image, [50, 20, 10, 10], 2.0, 20)
+  # x1 = 45, x2 = 65 -> pad 6 on the right: columns 45..58 of the image, then 6 zero columns.
+  assert crop[0, :14, 0].tolist() == list(range(45, 59))
+  assert crop[0, 14:, 0].tolist() == [0] * 6
+  with pytest.raises(ValueError, match="too small"):
+    crop_lib.sample_target(image, [1, 1, 0, 0], 2.0, 20)
+
+
+def test_clip_box_keeps_a_margin_inside_the_image():
+  assert crop_lib.clip_box([-5, 90, 20, 30], 100, 200, margin=10) == [0, 90, 15, 10]
+
+
+def _smoke_tracker(batch, capacity=32, seed=0):
+  config = load_config("fartrack_sparse")
+  _, params = init(config, seed)
+  return config, params, trk.BatchTracker(config, params, batch=batch, capacity=capacity)
+
+
+def _sequences(n, lengths):
+  out = []
+  for i, length in enumerate(lengths):
+    frames, boxes = synthetic.moving_box_sequence(length, size=(96, 72), seed=10 + i)
+    out.append((f"seq{i}", list(frames), boxes[0]))
+  return out
+
+
+def test_batched_evaluation_equals_one_sequence_at_a_time():
+  # Three sequences of different lengths through 2 slots (a slot is refilled when its sequence ends) give
+  # exactly the boxes of each sequence tracked alone through the same compiled batch-2 step.
+  seqs = _sequences(3, [9, 4, 7])
+  config, params, tracker = _smoke_tracker(batch=2)
+  together = trk.track_sequences(tracker, seqs)
+  alone = {}
+  for seq in seqs:
+    alone.update(trk.track_sequences(tracker, [seq]))
+  assert together.keys() == alone.keys() == {"seq0", "seq1", "seq2"}
+  for (key, frames, _) in seqs:
+    assert together[key][0].shape == (len(frames), 4)
+    np.testing.assert_array_equal(together[key][0], alone[key][0], err_msg=key)
+  # A batch-1 step is a different XLA program: the same boxes up to float32 rounding.
+  single = trk.track_sequences(trk.BatchTracker(config, params, batch=1, capacity=32), seqs)
+  for key in single:
+    np.testing.assert_allclose(single[key][0], together[key][0], atol=1e-3)
+
+
+def test_tracking_is_deterministic_and_uses_the_memory():
+  seqs = _sequences(1, [8])
+  _, params, tracker = _smoke_tracker(batch=1)
+  a = trk.track_sequences(tracker, seqs)["seq0"][0]
+  b = trk.track_sequences(tracker, seqs)["seq0"][0]  # the slot is restarted: same boxes again
+  np.testing.assert_array_equal(a, b)
+  assert int(np.asarray(tracker.memory.count)[0]) == 7  # templates of frames 0..6 stored
+  np.testing.assert_array_equal(a[0], seqs[0][2])
+
+
+def test_memory_overflow_is_refused():
+  _, _, tracker = _smoke_tracker(batch=1, capacity=3)
+  with pytest.raises(ValueError, match="memory full"):
+    trk.track_sequences(tracker, _sequences(1, [6]))
+
+
+def test_step_jit_equals_eager():
+  config, params, tracker = _smoke_tracker(batch=1)
+  s = tracker.tc
+  rng = np.random.default_rng(0)
+  search = rng.integers(0, 256, (1, s.search_size, s.search_size, 3), dtype=np.uint8)
+  template = rng.integers(0, 256, (1, s.template_size, s.template_size, 3), dtype=np.uint8)
+  args = (search, template, np.array([True]), np.array([0.5], np.float32))
+  tracker.start({0: template[0]})
+  with jax.disable_jit():
+    _, eager_box, eager_masks = tracker._step_impl(params, tracker.memory, *args)  # pylint: disable=protected-access
+  jitted_box, jitted_masks = tracker.step(*args)
+  np.testing.assert_allclose(jitted_box, np.asarray(eager_box), rtol=1e-5, atol=1e-4)  # fp32 crop pixels
+  np.testing.assert_array_equal(jitted_masks, np.asarray(eager_masks))
+
+
+_REPO = os.environ.get("FARTRACK_TORCH_REPO")
+
+
+@pytest.mark.skipif(not _REPO, reason="set FARTRACK_TORCH_REPO to a checkout of the original FARTrack code "
+                    "(plus torch, timm --no-deps, easydict, pyyaml, einops, matplotlib, jpeg4py)")
+def test_tracker_parity_with_the_original_on_a_synthetic_sequence():
+  from fartrack_jax import parity, torch_io  # pylint: disable=g-import-not-at-top
+  config = load_config("fartrack_sparse", "variant=tiny")
+  frames, boxes = synthetic.moving_box_sequence(12, seed=1)
+  net = parity.load_original(_REPO, config, seed=0)
+  with tempfile.TemporaryDirectory() as tmp:
+    checkpoint = os.path.join(tmp, "random.pth.tar")
+    torch_io.save_state_dict(checkpoint, {k: v.numpy() for k, v in net.state_dict().items()})
+    theirs = parity.run_original_tracker(_REPO, config, checkpoint, list(frames), boxes[0])
+    _, sd = torch_io.load_state_dict(checkpoint)
+  spec = model_lib.ModelSpec.from_config(config)
+  params, _ = convert.torch_to_flax(sd, spec, model_lib.init_params(model_lib.build_model(config),
+                                                                    jax.random.key(0)))
+  ours = trk.track_sequences(trk.BatchTracker(config, params, batch=1, capacity=16),
+                             [("s", list(frames), boxes[0])])["s"][0]
+  # Float32 logits agree to ~1e-5; boxes in pixels to ~1e-4.
+  np.testing.assert_allclose(ours, theirs, atol=1e-3)
