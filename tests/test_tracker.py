@@ -10,8 +10,8 @@ import pytest
 from fartrack_jax import convert
 from fartrack_jax import model as model_lib
 from fartrack_jax.tracking import crop as crop_lib
-from fartrack_jax.tracking import synthetic
 from fartrack_jax.tracking import tracker as trk
+from data_pipelines import synthetic
 from tests.helpers import init, load_config
 
 
@@ -57,7 +57,7 @@ def _smoke_tracker(batch, capacity=32, seed=0):
 def _sequences(n, lengths):
   out = []
   for i, length in enumerate(lengths):
-    frames, boxes = synthetic.moving_box_sequence(length, size=(96, 72), seed=10 + i)
+    frames, boxes = synthetic.render_sequence(np.random.default_rng(10 + i), length, (96, 72))
     out.append((f"seq{i}", list(frames), boxes[0]))
   return out
 
@@ -120,7 +120,7 @@ _REPO = os.environ.get("FARTRACK_TORCH_REPO")
 def test_tracker_parity_with_the_original_on_a_synthetic_sequence():
   from fartrack_jax import parity, torch_io  # pylint: disable=g-import-not-at-top
   config = load_config("fartrack_sparse", "variant=tiny")
-  frames, boxes = synthetic.moving_box_sequence(12, seed=1)
+  frames, boxes = synthetic.render_sequence(np.random.default_rng(1), 12, (160, 120))
   net = parity.load_original(_REPO, config, seed=0)
   with tempfile.TemporaryDirectory() as tmp:
     checkpoint = os.path.join(tmp, "random.pth.tar")
