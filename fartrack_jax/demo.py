@@ -40,7 +40,7 @@ def run(config, workdir: str, checkpoint: str | None = None, seed: int = 0, runs
   spec = model_lib.ModelSpec.from_config(config)
   net = model_lib.build_model(config)
   params_dir = os.path.join(workdir, "params")
-  print(f"[1/4] model: stage={config.stage} variant={config.variant} depth={spec.depth} "
+  print(f"[1/6] model: stage={config.stage} variant={config.variant} depth={spec.depth} "
         f"tokens={spec.num_tokens} devices={jax.devices()}")
   if os.path.isdir(params_dir):
     params, meta = checkpoints.load_params_for(params_dir, config)
@@ -66,12 +66,12 @@ def run(config, workdir: str, checkpoint: str | None = None, seed: int = 0, runs
     back, _ = convert.torch_to_flax(reread, spec, params)
     same = all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(params),
                                                       jax.tree_util.tree_leaves(back)))
-    print(f"[2/4] PyTorch export: {len(state_dict)} keys -> {pth}; converted back: "
+    print(f"[2/6] PyTorch export: {len(state_dict)} keys -> {pth}; converted back: "
           f"{'bit-exact' if same else 'DIFFERENT'}")
     if not same:
       raise RuntimeError("the PyTorch round trip changed the params")
   except ImportError:
-    print("[2/4] PyTorch export skipped (torch not installed: pip install -r requirements-torch.txt)")
+    print("[2/6] PyTorch export skipped (torch not installed: pip install -r requirements-torch.txt)")
 
   templates, search, true_box = synthetic_crops(spec, config.data.mean, config.data.std, seed)
   forward = jax.jit(lambda p, t, s: net.apply({"params": p}, t, s))
@@ -84,7 +84,7 @@ def run(config, workdir: str, checkpoint: str | None = None, seed: int = 0, runs
     out = jax.block_until_ready(forward(params, templates, search))
     times.append((time.perf_counter() - start) * 1e3)
   box = np.asarray(model_lib.decode_boxes(out["coord_logits"], spec))[0]
-  print(f"[3/4] jitted forward: compile {compile_s:.1f} s, median {np.median(times):.1f} ms over {runs} "
+  print(f"[3/6] jitted forward: compile {compile_s:.1f} s, median {np.median(times):.1f} ms over {runs} "
         f"runs (batch 1, {jax.devices()[0].platform})")
   fmt = lambda b: "(" + ", ".join(f"{v:.3f}" for v in b) + ")"
   print(f"      decoded box (x0, y0, x1, y1 in search-crop units): {fmt(box)}; the target is at "
@@ -92,9 +92,32 @@ def run(config, workdir: str, checkpoint: str | None = None, seed: int = 0, runs
   result = {"box": box.tolist(), "median_ms": float(np.median(times))}
   if "keep_masks" in out:
     kept = np.asarray(out["keep_masks"])[0].sum(-1).tolist()
-    print(f"[4/4] keep masks of the newest template: {kept} of {spec.tokens_per_template} tokens kept "
+    print(f"[4/6] keep masks of the newest template: {kept} of {spec.tokens_per_template} tokens kept "
           f"(prune ratios {list(spec.track_prune_ratios)})")
     result["kept"] = kept
   else:
-    print("[4/4] (keep masks belong to the sparse stage)")
+    print("[4/6] (keep masks belong to the sparse stage)")
+  if config.stage == "fartrack_sparse":
+    result["scores"] = evaluate_on_synthetic(config, params, workdir, seed)
   return result
+
+
+def evaluate_on_synthetic(config, params, workdir: str, seed: int = 0) -> dict:
+  """Generates a small synthetic GOT-10k (val) set, tracks it in batches and scores it."""
+  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from data_pipelines.benchmarks import readers  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.evaluation import analysis  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.tracking import evaluate  # pylint: disable=g-import-not-at-top
+  data_root = os.path.join(workdir, "data", "got10k")
+  if not os.path.isdir(os.path.join(data_root, "val")):
+    synthetic.make_synthetic_dataset("got10k", data_root, num_sequences=4, num_frames=20, seed=seed)
+  sequences = readers.load_dataset("got10k_val", data_root)
+  results_dir = os.path.join(workdir, "results", "got10k_val")
+  print(f"[5/6] tracking {len(sequences)} synthetic GOT-10k val sequences (2 at a time) -> {results_dir}")
+  evaluate.evaluate(config, params, sequences, results_dir, batch=2, log=lambda m: print("      " + m))
+  scores = analysis.analyze("got10k_val", data_root, [results_dir], names=["fartrack_jax"],
+                            json_path=os.path.join(workdir, "scores.json"),
+                            plots_dir=os.path.join(workdir, "plots"))
+  print("[6/6] scores (GOT-10k toolkit semantics; untrained weights, so near zero):")
+  print(analysis.format_table(scores))
+  return scores["fartrack_jax"]

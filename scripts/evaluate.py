@@ -57,7 +57,8 @@ def main(argv):
   mesh = None
   n = jax.local_device_count()
   if _SHARD.value and n > 1 and _BATCH.value % n == 0:
-    mesh = jax.make_mesh((n,), ("data",))
+    from fartrack_jax import sharding  # pylint: disable=g-import-not-at-top
+    mesh = sharding.data_mesh(n)
   print(f"{len(sequences)} sequences of {_DATASET.value}; batch {_BATCH.value}; devices {n}"
         f"{' (sharded)' if mesh is not None else ''}", flush=True)
   evaluate.evaluate(config, params, sequences, _RESULTS_DIR.value, _BATCH.value, mesh,
