@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Callable, Iterable, Mapping
+from typing import Mapping
 
 import numpy as np
 

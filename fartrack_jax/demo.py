@@ -58,7 +58,7 @@ def run(config, workdir: str, checkpoint: str | None = None, seed: int = 0, runs
 
   try:
     from fartrack_jax import torch_io  # pylint: disable=g-import-not-at-top
-    import torch  # pylint: disable=g-import-not-at-top,unused-import
+    import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  (present?)
     pth = os.path.join(workdir, "fartrack_from_jax.pth.tar")
     state_dict = convert.flax_to_torch(params, spec)
     torch_io.save_state_dict(pth, state_dict)

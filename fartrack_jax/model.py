@@ -19,7 +19,7 @@ strictly. See `fartrack_jax/convert.py` for the key map.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax

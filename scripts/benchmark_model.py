@@ -52,7 +52,6 @@ def jax_forward(config):
 
 def torch_forward(config, torch_repo):
   """The original's batch-1 forward (eval, no_grad) as a zero-argument callable, and its sync function."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   from fartrack_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   from fartrack_jax import parity  # pylint: disable=g-import-not-at-top

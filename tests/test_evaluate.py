@@ -6,7 +6,6 @@ import sys
 import zipfile
 
 import cv2
-import jax
 import numpy as np
 import pytest
 

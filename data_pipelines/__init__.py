@@ -1,0 +1,1 @@
+"""Data for fartrack-jax: benchmark readers, synthetic benchmarks, and (later) training pipelines."""

@@ -1,0 +1,2 @@
+"""Benchmark scoring: per-frame metrics (`metrics`) and result-folder analysis with tables and plots
+(`analysis`)."""
