@@ -527,6 +527,12 @@ def decode_boxes(coord_logits, spec: ModelSpec):
   return (by_argmax + by_expectation) / 2
 
 
+def decode_argmax_boxes(coord_logits, spec: ModelSpec):
+  """The frame-level and distill trackers' decoding: argmax over the whole vocabulary,
+  `bin / (bins - 1) - 0.5` (no half-bin offset, unlike the sparse tracker). `[B, 4, V]` -> `[B, 4]`."""
+  return jnp.argmax(coord_logits, axis=-1).astype(jnp.float32) / (spec.bins - 1) - 0.5
+
+
 def expectation_boxes(coord_logits, spec: ModelSpec):
   """Softmax expectation over the coordinate bins, `[B, 4]` (what the training losses decode)."""
   probs = jax.nn.softmax(coord_logits[..., :spec.num_coord_bins].astype(jnp.float32), axis=-1)

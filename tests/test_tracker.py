@@ -117,9 +117,10 @@ _REPO = os.environ.get("FARTRACK_TORCH_REPO")
 
 @pytest.mark.skipif(not _REPO, reason="set FARTRACK_TORCH_REPO to a checkout of the original FARTrack code "
                     "(plus torch, timm --no-deps, easydict, pyyaml, einops, matplotlib, jpeg4py)")
-def test_tracker_parity_with_the_original_on_a_synthetic_sequence():
+@pytest.mark.parametrize("stage", ["fartrack", "fartrack_distill", "fartrack_sparse"])
+def test_tracker_parity_with_the_original_on_a_synthetic_sequence(stage):
   from fartrack_jax import parity, torch_io  # pylint: disable=g-import-not-at-top
-  config = load_config("fartrack_sparse", "variant=tiny")
+  config = load_config(stage, "variant=tiny")
   frames, boxes = synthetic.render_sequence(np.random.default_rng(1), 12, (160, 120))
   net = parity.load_original(_REPO, config, seed=0)
   with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,4 @@
-"""The sparse FARTrack tracker: a jitted per-frame step over a device-resident template memory.
+"""The FARTrack trackers: a jitted per-frame step over a device-resident template memory.
 
 Per frame the host sends two uint8 crops (the search crop of this frame around the previous box, and the
 template crop of the previous frame around the previous box) and gets the box back; the template memory,
@@ -15,6 +15,9 @@ What the original's tracker (`lib/test/tracker/fartrack_sparse.py`) does, and th
   - box: mean of the argmax and expectation decodings, x0y0x1y1 -> centre/size, times
     search_size / resize_factor, mapped back around the previous box and clipped with a 10 px margin (the
     last two on the host in float64, as the original does them in Python floats).
+The frame-level and distill trackers (`lib/test/tracker/fartrack.py`, `fartrack_distill.py`, for stage-1/2
+checkpoints) are the same without masks, decoding the argmax alone as `bin / (bins - 1) - 0.5`; the config's
+stage picks which.
 """
 
 from __future__ import annotations
@@ -84,9 +87,8 @@ class BatchTracker:
   """
 
   def __init__(self, config, params, batch: int, capacity: int, mesh=None):
-    if config.stage != "fartrack_sparse":
-      raise ValueError(f"the tracker runs the sparse stage's network; got stage={config.stage!r}")
     self.config = config
+    self.sparse = config.stage == "fartrack_sparse"
     self.spec = model_lib.ModelSpec.from_config(config)
     self.tc = TrackerConfig.from_config(config, capacity)
     self.batch = batch
@@ -136,17 +138,22 @@ class BatchTracker:
     count = count + append.astype(jnp.int32)
     slots = self.table[count]                                   # [T]
     slot_templates = self._normalize(templates[slots])          # [T, Hz, Wz, 3]
-    has_mask = slots < count - 1
-    slot_masks = jnp.where(has_mask[:, None], masks[slots], True)  # [T, P_z]
-    token_mask = jnp.concatenate([slot_masks.reshape(-1), jnp.ones((s.num_search_tokens + 4,), bool)])
-    out = self.net.apply({"params": params}, slot_templates[None], self._normalize(search)[None],
-                         token_mask=token_mask[None], prune_mode="track")
-    x0, y0, x1, y1 = model_lib.decode_boxes(out["coord_logits"], s)[0]
+    if self.sparse:
+      has_mask = slots < count - 1
+      slot_masks = jnp.where(has_mask[:, None], masks[slots], True)  # [T, P_z]
+      token_mask = jnp.concatenate([slot_masks.reshape(-1), jnp.ones((s.num_search_tokens + 4,), bool)])
+      out = self.net.apply({"params": params}, slot_templates[None], self._normalize(search)[None],
+                           token_mask=token_mask[None], prune_mode="track")
+      x0, y0, x1, y1 = model_lib.decode_boxes(out["coord_logits"], s)[0]
+      keep = out["keep_masks"][0]
+    else:
+      out = self.net.apply({"params": params}, slot_templates[None], self._normalize(search)[None])
+      x0, y0, x1, y1 = model_lib.decode_argmax_boxes(out["coord_logits"], s)[0]
+      keep = jnp.ones((len(s.track_prune_ratios), s.tokens_per_template), bool)
     w, h = x1 - x0, y1 - y0
     crop_box = (jnp.stack([x0 + w / 2, y0 + h / 2, w, h]) * self.tc.search_size) / resize_factor
-    new_memory = Memory(templates=templates, masks=masks, count=count,
-                        pending_mask=out["keep_masks"][0, 0])
-    return new_memory, crop_box, out["keep_masks"][0]
+    new_memory = Memory(templates=templates, masks=masks, count=count, pending_mask=keep[0])
+    return new_memory, crop_box, keep
 
   def _step_impl(self, params, memory, search, template, append, resize_factor):
     return jax.vmap(self._step_one, in_axes=(None, 0, 0, 0, 0, 0))(
