@@ -1,0 +1,112 @@
+"""grain input pipeline for frame-level training (stages 1 and 2).
+
+Example `i` is a pure function of `(seed, i)`: its own numpy Generator draws the dataset, sequence, frames,
+jitter and augmentations. So the data do not depend on the number of workers, a host reads only its own
+indices (`i = shard_index, shard_index + shard_count, ...`), and a run resumed from grain's iterator state
+continues with exactly the next batch.
+
+Bad data never stops a run: an unreadable or missing image, a box that is empty, non-finite or outside its
+frame, or a crop the processing rejects, makes the example redraw (from the same generator, so still
+deterministic); each example carries how many redraws of each kind it took (`skips` [len(SKIP_REASONS)]),
+which the trainer sums into metrics and logs. Only a wrong dataset root is an error, raised when the
+datasets are built, before training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import cv2
+import grain
+import numpy as np
+
+from data_pipelines.training import sampler
+
+SKIP_REASONS = ("unreadable_image", "bad_box", "rejected_crop")
+MAX_REDRAWS = 100
+
+
+class BadSample(Exception):
+  """One drawn example cannot be used; `reason` is one of SKIP_REASONS."""
+
+  def __init__(self, reason: str, detail: str):
+    super().__init__(f"{reason}: {detail}")
+    self.reason = reason
+
+
+def read_image(path: str) -> np.ndarray:
+  """RGB uint8, or BadSample for a missing/corrupt file (the original reads with OpenCV too)."""
+  image = cv2.imread(path, cv2.IMREAD_COLOR)
+  if image is None:
+    raise BadSample("unreadable_image", path)
+  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def check_box(box, image: np.ndarray, where: str) -> np.ndarray:
+  box = np.asarray(box, np.float64)
+  height, width = image.shape[:2]
+  x, y, w, h = box
+  if not np.all(np.isfinite(box)) or w <= 0 or h <= 0:
+    raise BadSample("bad_box", f"{where}: box {box.tolist()}")
+  if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+    raise BadSample("bad_box", f"{where}: box {box.tolist()} outside the {width}x{height} frame")
+  return box
+
+
+@dataclasses.dataclass
+class FrameExamples:
+  """Picklable `index -> example` for grain workers.
+
+  `process(templates, template_boxes, search, search_box, rng) -> dict` turns the frames into arrays and a
+  `valid` flag (the processing's crop check).
+  """
+  datasets: Sequence[sampler.DatasetLike]
+  ratios: Sequence[float]
+  num_templates: int
+  max_gap: int
+  process: object
+  seed: int = 0
+
+  def __call__(self, index: int) -> dict:
+    rng = np.random.default_rng([self.seed, int(index)])
+    probabilities = sampler.dataset_probabilities(self.ratios)
+    skips = np.zeros(len(SKIP_REASONS), np.int32)
+    last = None
+    for _ in range(MAX_REDRAWS):
+      pick, seq = sampler.sample_frames(self.datasets, probabilities, rng, self.num_templates, 1, self.max_gap)
+      try:
+        images = {i: read_image(seq.frames[i]) for i in set(pick.template_ids + pick.search_ids)}
+        where = lambda i: f"{self.datasets[pick.dataset].name}/{getattr(seq, 'name', pick.sequence)} frame {i}"
+        template_boxes = [check_box(seq.boxes[i], images[i], where(i)) for i in pick.template_ids]
+        search_box = check_box(seq.boxes[pick.search_ids[0]], images[pick.search_ids[0]],
+                               where(pick.search_ids[0]))
+        example = self.process([images[i] for i in pick.template_ids], template_boxes,
+                               images[pick.search_ids[0]], search_box, rng)
+        if not bool(example.pop("valid", True)):
+          raise BadSample("rejected_crop", where(pick.search_ids[0]))
+      except BadSample as e:
+        skips[SKIP_REASONS.index(e.reason)] += 1
+        last = e
+        continue
+      example["skips"] = skips
+      return example
+    raise sampler.SamplingError(f"example {index}: {MAX_REDRAWS} draws in a row were unusable (last: {last})")
+
+
+def frame_dataset(examples: FrameExamples, batch_size: int, shard_index: int = 0, shard_count: int = 1,
+                  num_workers: int = 0, num_examples: int | None = None) -> grain.IterDataset:
+  """Batches of `examples` for this host: `[batch_size, ...]` numpy arrays, indices `shard_index::shard_count`
+  of `range(num_examples)` (default: practically endless). `num_workers > 0` decodes in that many worker
+  processes (grain multiprocessing); the batches are the same for any worker count."""
+  stop = num_examples if num_examples is not None else 2 ** 62
+  ds = grain.MapDataset.range(shard_index, stop, shard_count).map(examples)
+  it = ds.to_iter_dataset()
+  if num_workers > 0:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app use defaults
+      flags.FLAGS.mark_as_parsed()
+    # Workers make single examples (round-robin over indices, re-interleaved in order); batching happens
+    # after, so a batch holds the same examples for any worker count.
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return it.batch(batch_size, drop_remainder=True)

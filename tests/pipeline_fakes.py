@@ -1,0 +1,51 @@
+"""Small picklable stand-ins for pipeline tests (grain workers import this module by name)."""
+
+import dataclasses
+
+import cv2
+import numpy as np
+
+
+@dataclasses.dataclass
+class FakeSequence:
+  name: str
+  frames: tuple
+  boxes: np.ndarray
+  visible: np.ndarray
+  is_video: bool = True
+
+
+@dataclasses.dataclass
+class FakeDataset:
+  name: str
+  seqs: list
+
+  def __len__(self):
+    return len(self.seqs)
+
+  def sequence(self, index):
+    return self.seqs[index]
+
+
+def make_video_dataset(root, num_sequences=3, num_frames=24, corrupt=()):
+  """Frames whose pixel value encodes (sequence, frame); `corrupt` lists (seq, frame) written as garbage."""
+  seqs = []
+  for s in range(num_sequences):
+    frames = []
+    for f in range(num_frames):
+      path = f"{root}/s{s}_{f:03d}.png"
+      if (s, f) in corrupt:
+        with open(path, "wb") as fh:
+          fh.write(b"not an image")
+      else:
+        cv2.imwrite(path, np.full((24, 32, 3), (s * 50 + f) % 256, np.uint8))
+      frames.append(path)
+    boxes = np.tile(np.array([[4, 4, 10, 8]], np.float32), (num_frames, 1))
+    seqs.append(FakeSequence(f"s{s}", tuple(frames), boxes, np.ones(num_frames, bool)))
+  return FakeDataset("fake", seqs)
+
+
+def process(templates, template_boxes, search, search_box, rng):
+  """Keeps one pixel of each frame (it identifies the frame) and a random draw (it identifies the rng)."""
+  return {"templates": np.array([t[0, 0, 0] for t in templates], np.int32),
+          "search": np.int32(search[0, 0, 0]), "draw": np.float32(rng.random()), "valid": True}
