@@ -1,0 +1,1 @@
+"""Training: losses, optimizer, sharded train steps, checkpoints and the training loop."""
