@@ -138,6 +138,8 @@ def base_config(stage: str, variant: str = DEFAULT_VARIANT) -> ml_collections.Co
   # (/data5/FARTrack-re/...); set it on the command line instead.
   m.pretrain_pth = ""
   m.pretrain_grid = 14  # MAE positional-embedding grid side (224 / 16).
+  # Ours: an empty pretrain_file/pretrain_pth is an error at the start of training unless this is set.
+  m.allow_random_init = False
   m.cat_mode = "direct"
   m.sep_seg = False
   m.add_cls_token = False
@@ -188,6 +190,11 @@ def base_config(stage: str, variant: str = DEFAULT_VARIANT) -> ml_collections.Co
     d.max_interval = 5
     d.interval_prob = 0.0
     d.temp = 2
+    # Ours: side of the square canvas each clip frame is placed on (top-left; downscaled to fit, never
+    # upscaled). The original crops full frames on the host; we crop the search regions on device, so a
+    # clip's frames need one static shape. 640 keeps the search crops (4x the target's size, to 224 px) at
+    # about 1x resolution or more for typical targets.
+    d.clip_canvas = 640
   else:
     # No MAX_GAP in these stages' configs: their frame sampler gets max_gap=MAX_SAMPLE_INTERVAL.
     d.max_gap = d.max_sample_interval
@@ -258,6 +265,33 @@ def base_config(stage: str, variant: str = DEFAULT_VARIANT) -> ml_collections.Co
   # The original builds StepLR(optimizer, LR_DROP_EPOCH) without passing this, so its decay is 0.1
   # whatever the YAML says; for sparse (0.05) the drop never happens anyway.
   t.scheduler.decay_rate = 0.05 if sparse else 0.1
+  # Not in the original (its batch is per GPU, over 4 GPUs): the batch of one optimizer step over all
+  # devices and hosts here. An epoch is data.train.sample_per_epoch // global_batch_size steps.
+  t.global_batch_size = 4 * t.batch_size
+
+  # ---------------------------------------------------------------- run (ours: how a training run is
+  # laid out on devices, logged and checkpointed; nothing here changes what is learned)
+  config.run = r = ml_collections.ConfigDict()
+  # Devices along the parameter-sharding (FSDP) mesh axis; the rest form the data axis. 1 = pure data
+  # parallel, params replicated.
+  r.fsdp = 1
+  r.max_steps = 0  # >0: stop after this many steps (the schedule still spans train.epoch epochs)
+  r.log_every_steps = 50
+  r.checkpoint_every_steps = 1000
+  r.keep_checkpoints = 3  # most recent ones kept ...
+  r.keep_period = 10000  # ... plus every checkpoint whose step is a multiple of this (0 = none)
+  r.val_every_steps = int(t.val_epoch_interval) * max(1, d.train.sample_per_epoch // t.global_batch_size)
+  r.val_batches = 10
+  r.profile_steps = 0  # >0: capture a profile of this many steps once, after the first checkpoint interval
+  r.num_workers = int(t.num_worker)  # grain worker processes per host (0 = in the training process)
+  # Dataset roots by training name or family (`got10k`, `lasot`, `coco`, `trackingnet`, `synthetic`);
+  # set on the command line: --config.run.data_roots.got10k=/data/got10k ... Empty = not configured.
+  r.data_roots = ml_collections.ConfigDict({"got10k": "", "lasot": "", "coco": "", "trackingnet": "",
+                                            "synthetic": ""})
+  r.index_cache_dir = ""  # default: <workdir>/index_cache
+  # Read the training datasets from tensorflow-datasets array_record files built by scripts/build_tfds.py
+  # under this folder (e.g. gs://bucket/tfds) instead of the native roots above.
+  r.tfds_data_dir = ""
 
   # ---------------------------------------------------------------- test
   config.test = e = ml_collections.ConfigDict()
@@ -284,17 +318,20 @@ def _apply_smoke(config: ml_collections.ConfigDict) -> None:
   m.bins, m.range = 16, 2
   m.pretrain_grid = 4
   m.pretrain_file = ""  # Random init: no MAE weights.
+  m.allow_random_init = True
   if config.stage == "fartrack_distill":
     m.logit_layers = (0,)
   d.template.size, d.search.size = 32, 64
   d.template.number = 2
   if config.stage == "fartrack_sparse":
     d.search.number = 4
+    d.clip_canvas = 96
   for split in (d.train, d.val):
     split.datasets_name = ("SYNTHETIC",)
     split.datasets_ratio = (1,)
     split.sample_per_epoch = 8
   t.batch_size = 2
+  t.global_batch_size = 2
   t.num_worker = 0
   t.epoch = 2
   t.lr_drop_epoch = 1
@@ -302,6 +339,13 @@ def _apply_smoke(config: ml_collections.ConfigDict) -> None:
   t.val_epoch_interval = 1
   config.test.template_size, config.test.search_size = 32, 64
   config.test.epoch = 2
+  r = config.run
+  r.log_every_steps = 1
+  r.checkpoint_every_steps = 4
+  r.keep_period = 0
+  r.val_every_steps = 4
+  r.val_batches = 1
+  r.num_workers = 0
 
 
 def _fail(path: str, value: Any, why: str):
@@ -401,6 +445,8 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   if _int(config, "data.template.number") < min_templates:
     _fail("data.template.number", config.data.template.number, f"must be >= {min_templates}{why}")
   _int(config, "data.search.number", 1)
+  if stage == "fartrack_sparse":
+    _int(config, "data.clip_canvas", 16)
   for path in ("data.mean", "data.std"):
     if len(_get(config, path)) != 3:
       _fail(path, tuple(_get(config, path)), "must have 3 (RGB) entries")
@@ -430,4 +476,18 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
       _fail(path, _get(config, path), "must be >= 0")
   if not _get(config, "train.drop_path_rate") < 1:
     _fail("train.drop_path_rate", config.train.drop_path_rate, "must be < 1")
+  global_batch = _int(config, "train.global_batch_size", 1)
+  if global_batch > _get(config, "data.train.sample_per_epoch"):
+    _fail("train.global_batch_size", global_batch,
+          f"exceeds data.train.sample_per_epoch={config.data.train.sample_per_epoch}: an epoch would have no step")
+  _int(config, "train.lr_drop_epoch", 1)
+
+  # Run (absent from configs written before the run section existed: nothing to check then).
+  if "run" in config:
+    _int(config, "run.fsdp", 1)
+    for path in ("run.log_every_steps", "run.checkpoint_every_steps", "run.keep_checkpoints",
+                 "run.val_every_steps", "run.val_batches"):
+      _int(config, path, 1)
+    for path in ("run.keep_period", "run.profile_steps", "run.num_workers", "run.max_steps"):
+      _int(config, path, 0)
   return config

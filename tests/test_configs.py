@@ -160,6 +160,14 @@ def test_smoke_variant_is_small(stage):
   assert (t.batch_size, t.epoch, t.lr_drop_epoch, t.num_worker) == (2, 2, 1, 0)
 
 
+def test_clip_canvas_only_in_the_sparse_stage():
+  # Ours (the clip frames' static shape for on-device crops), not the original's: 640 real, 96 smoke.
+  assert get_config("fartrack_sparse", "variant=tiny").data.clip_canvas == 640
+  assert get_config("fartrack_sparse", "variant=smoke").data.clip_canvas == 96
+  for stage in ("fartrack", "fartrack_distill"):
+    assert "clip_canvas" not in get_config(stage).data
+
+
 # Each entry: (stage, dotted field, bad value, other fields to set first).
 _INVALID = [
     ("fartrack", "model.depth", 0, {}),
@@ -185,6 +193,7 @@ _INVALID = [
     ("fartrack_sparse", "data.template.number", 1, {}),
     ("fartrack_sparse", "model.train_prune_ratio", 1.0, {}),
     ("fartrack_sparse", "model.track_prune_ratios", (0.25, 0.0), {}),
+    ("fartrack_sparse", "data.clip_canvas", 8, {}),
     ("fartrack", "stage", "fartrack_seq", {}),
     ("fartrack", "variant", "huge", {}),
 ]

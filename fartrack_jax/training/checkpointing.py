@@ -1,0 +1,107 @@
+"""Training checkpoints with orbax's CheckpointManager: state, input-pipeline position, metadata.
+
+A checkpoint at step N holds
+  state: `{"step", "params", "opt_state", "rng"}` (restored straight into its shardings),
+  data:  the grain iterator state of every process (grain's orbax handler), so the next batch after a resume
+         is the one that would have come next,
+  meta:  JSON (stage, depth, config, step), so `scripts/export_variant.py` and the evaluator can read the
+         params without the optimizer.
+Saving is asynchronous (training goes on while the arrays are written) and atomic: orbax writes into a
+temporary directory and renames it when every item of every process is complete, and restore only sees
+finished steps. A process killed mid-save leaves a temporary directory that the next run ignores (and
+removes), so the latest checkpoint that exists always loads.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+ITEMS = ("state", "data", "meta")
+
+
+class TrainCheckpoints:
+  """Checkpoints of one run under `<workdir>/checkpoints`."""
+
+  def __init__(self, directory: str, keep: int, keep_period: int = 0, async_save: bool = True):
+    self.directory = os.path.abspath(directory) if "://" not in directory else directory
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, keep_period=keep_period or None, create=True,
+        enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=ITEMS,
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state, data_iterator, meta: dict[str, Any], force: bool = False) -> bool:
+    return self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator),
+        meta=ocp.args.JsonSave(meta)), force=force)
+
+  def restore(self, step: int, abstract_state, data_iterator) -> tuple[Any, dict]:
+    """State at `step` laid out like `abstract_state` (ShapeDtypeStructs with shardings); moves
+    `data_iterator` to where it was. Returns `(state, meta)`."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=grain.checkpoint.CheckpointRestore(data_iterator),
+        meta=ocp.args.JsonRestore()))
+    return restored["state"], dict(restored["meta"])
+
+  def restore_meta(self, step: int) -> dict:
+    return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def abstract_like(state_shapes, shardings):
+  """ShapeDtypeStructs carrying the target shardings, for `restore`."""
+  return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_shapes,
+                                shardings)
+
+
+def load_train_params(directory: str, step: int | None = None) -> tuple[dict, dict, int]:
+  """Params (numpy) and metadata of a training checkpoint, without the optimizer state or the data
+  iterator: `directory` is a run's workdir or its `checkpoints` folder; `step` defaults to the latest.
+  Returns `(params, meta, step)`."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  directory = os.path.abspath(directory)
+  if os.path.isdir(os.path.join(directory, "checkpoints")):
+    directory = os.path.join(directory, "checkpoints")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no training checkpoints at {directory}")
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
+                                  item_names=ITEMS,
+                                  item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                                 "data": grain.checkpoint.CheckpointHandler(),
+                                                 "meta": ocp.JsonCheckpointHandler()})
+  try:
+    step = manager.latest_step() if step is None else step
+    if step is None or step not in manager.all_steps():
+      raise FileNotFoundError(f"{directory} has no finished checkpoint"
+                              + (f" at step {step}" if step is not None else "")
+                              + f" (steps: {list(manager.all_steps())})")
+    meta_only = manager.item_metadata(step)
+    state_meta = meta_only["state"]
+    cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+    abstract = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu), dict(state_meta))
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                             meta=ocp.args.JsonRestore()))
+  finally:
+    manager.close()
+  params = jax.tree_util.tree_map(np.asarray, restored["state"]["params"])
+  return params, dict(restored["meta"]), int(step)

@@ -1,0 +1,105 @@
+"""The optimizer of every stage: the original's AdamW param groups and step schedule, in optax.
+
+The original (`lib/train/base_functions.py::get_optimizer_scheduler_fartrack`) builds three AdamW groups:
+  - parameters outside `backbone` (only `identity`, the template-slot embedding): `train.lr`;
+  - `backbone` parameters whose name holds `output_bias`, `embeddings` or `extension`
+    (`train.full_lr_param_patterns`: the output bias, word/position embeddings, extension blocks): `train.lr`;
+  - every other `backbone` parameter (ViT blocks, patch embedding, positional embeddings, final norm):
+    `train.lr * train.backbone_multiplier`;
+with `torch.optim.AdamW` defaults (betas 0.9/0.999, eps 1e-8) and `weight_decay=train.weight_decay`, decoupled
+and scaled by each group's learning rate, as `optax.adamw` does. `StepLR(step_size=train.lr_drop_epoch)` is
+stepped once per epoch and multiplies by 0.1 (its default gamma: the original never passes
+`train.scheduler.decay_rate`), so in steps: lr(step) = lr * 0.1 ** floor(step / (lr_drop_epoch *
+steps_per_epoch)).
+
+Parameters the forward never reads (MAE's class token and 14x14 positional embedding, the unused template
+positional embeddings, the sparse stage's previous-box table, unmasked norms of the sparse model) get no
+gradient in PyTorch, and AdamW skips a parameter without a gradient entirely (no weight decay either). Here
+they are labelled `frozen` and left unchanged, so a checkpoint trained here converts back exactly like the
+original's.
+
+Gradients are clipped to `train.grad_clip_norm` (stages 1 and 2, `LTRTrainer`) or `train.seq_grad_clip_norm`
+(the sparse trainer's hard-coded 100) by global norm before the update, as `clip_grad_norm_` over all
+parameters does.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from fartrack_jax import convert
+from fartrack_jax import model as model_lib
+
+GROUPS = ("full_lr", "backbone", "frozen")
+ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
+STEP_LR_GAMMA = 0.1
+
+
+def steps_per_epoch(config) -> int:
+  """Optimizer steps per epoch: `data.train.sample_per_epoch` samples (the original's epoch length, over all
+  processes) in global batches of `train.global_batch_size`; the last partial batch is dropped."""
+  steps = int(config.data.train.sample_per_epoch) // int(config.train.global_batch_size)
+  if steps < 1:
+    raise ValueError(f"data.train.sample_per_epoch={config.data.train.sample_per_epoch} is smaller than "
+                     f"train.global_batch_size={config.train.global_batch_size}: an epoch would have no step")
+  return steps
+
+
+def total_steps(config) -> int:
+  return int(config.train.epoch) * steps_per_epoch(config)
+
+
+def learning_rate_schedule(config, base_lr: float) -> optax.Schedule:
+  """`StepLR` in steps: `base_lr * 0.1 ** floor(step / (train.lr_drop_epoch * steps_per_epoch))`."""
+  if config.train.scheduler.type != "step":
+    raise ValueError(f"train.scheduler.type={config.train.scheduler.type!r} is not supported (only 'step', "
+                     "the one every FARTrack config uses)")
+  return optax.exponential_decay(base_lr, transition_steps=int(config.train.lr_drop_epoch) *
+                                 steps_per_epoch(config), decay_rate=STEP_LR_GAMMA, staircase=True)
+
+
+def param_labels(params, config) -> dict:
+  """The group (one of GROUPS) of every param, a tree shaped like `params`."""
+  spec = model_lib.ModelSpec.from_config(config)
+  patterns = tuple(config.train.full_lr_param_patterns)
+  by_path = {}
+  for entry in convert.key_map(spec):
+    if not entry.required:
+      group = "frozen"
+    elif not entry.torch_key.startswith("backbone."):
+      group = "full_lr"
+    elif any(p in entry.torch_key for p in patterns):
+      group = "full_lr"
+    else:
+      group = "backbone"
+    by_path[entry.flax_path] = group
+
+  def label(path, _):
+    names = tuple(getattr(k, "key", str(k)) for k in path)
+    if names not in by_path:
+      raise KeyError(f"param {'/'.join(names)} has no original key; cannot assign an optimizer group")
+    return by_path[names]
+
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def make_optimizer(config, params) -> tuple[optax.GradientTransformation, dict[str, optax.Schedule]]:
+  """AdamW over the original's param groups with the step schedule, after global-norm clipping.
+
+  Returns the transformation and the learning-rate schedule of each trained group (for logging).
+  """
+  if config.train.optimizer != "ADAMW":
+    raise ValueError(f"train.optimizer={config.train.optimizer!r} is not supported (only 'ADAMW')")
+  lr = float(config.train.lr)
+  schedules = {"full_lr": learning_rate_schedule(config, lr),
+               "backbone": learning_rate_schedule(config, lr * float(config.train.backbone_multiplier))}
+  wd = float(config.train.weight_decay)
+  transforms = {name: optax.adamw(schedule, b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS, weight_decay=wd)
+                for name, schedule in schedules.items()}
+  transforms["frozen"] = optax.set_to_zero()
+  clip = float(config.train.seq_grad_clip_norm if config.stage == "fartrack_sparse"
+               else config.train.grad_clip_norm)
+  chain = [optax.clip_by_global_norm(clip)] if clip > 0 else []
+  chain.append(optax.multi_transform(transforms, param_labels(params, config)))
+  return optax.chain(*chain), schedules

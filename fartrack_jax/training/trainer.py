@@ -1,0 +1,252 @@
+"""The training loop every stage runs: `train(config, workdir)`.
+
+Order of work, so that what can be wrong fails before anything is compiled or trained:
+  1. the config is validated and written to `<workdir>/config.json` (resolved, every field);
+  2. the mesh is built and the global batch checked against devices and processes;
+  3. the dataset roots are opened (`DatasetError` naming the root) and the pretrained weights loaded
+     (`FileNotFoundError` / `ConversionError` naming the file);
+  4. the state is created in its shardings, or restored from the latest checkpoint in
+     `<workdir>/checkpoints` together with the input pipeline's position;
+  5. the loop: one jitted step per batch, a NaN guard after every step, metrics every
+     `run.log_every_steps` (TensorBoard events + log lines via clu), validation loss every
+     `run.val_every_steps`, an asynchronous checkpoint every `run.checkpoint_every_steps` and at the end.
+
+Each process feeds its own rows of the global batch (grain reads indices `process_index::process_count`);
+`jax.make_array_from_process_local_data` assembles the global arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from fartrack_jax import checkpoints as params_io
+from fartrack_jax import config_lib
+from fartrack_jax import model as model_lib
+from fartrack_jax.training import checkpointing, optim, stages, steps
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss or the gradient norm became NaN/Inf; the state was not updated and not saved."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+  step: int
+  last_metrics: dict[str, float]
+  val_metrics: dict[str, float]
+  skipped_samples: dict[str, int]
+  resumed_from: int | None
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+  os.replace(tmp, path)
+
+
+def _resolve_pretrained(path: str) -> str:
+  """A relative file name is looked up in the working directory, then in `pretrained_models/` beside it
+  (where the original keeps `mae_tiny_distill_400e.pth.tar`)."""
+  if os.path.isabs(path) or os.path.exists(path):
+    return path
+  candidate = os.path.join("pretrained_models", path)
+  return candidate if os.path.exists(candidate) else path
+
+
+def initial_params(config, seed: int) -> tuple[dict, str]:
+  """The params a fresh run starts from, and where they came from.
+
+  Stage 1 starts from MAE ViT weights (`model.pretrain_file`), stages 2 and 3 from the previous stage
+  (`model.pretrain_pth`); an empty path means a fresh random init, which only `model.allow_random_init`
+  (the smoke variant) permits. A path that does not exist fails here, at the start.
+  """
+  model = model_lib.build_model(config, "float32")
+  init = jax.tree_util.tree_map(np.asarray, model_lib.init_params(model, jax.random.PRNGKey(seed)))
+  field = "model.pretrain_file" if config.stage == "fartrack" else "model.pretrain_pth"
+  path = config.model.pretrain_file if config.stage == "fartrack" else config.model.pretrain_pth
+  if not path:
+    if not config.model.get("allow_random_init", False):
+      raise ValueError(f"{field} is empty: {config.stage} starts from pretrained weights; set "
+                       f"--config.{field}=PATH (or --config.model.allow_random_init=True for a random init)")
+    return init, "random init"
+  path = _resolve_pretrained(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{field}={path!r} does not exist (give an orbax params directory or a .pth.tar)")
+  params, report = params_io.load_pretrained(path, config, init)
+  for line in report.lines():
+    logger.info("pretrained %s: %s", path, line)
+  return params, path
+
+
+def _default_data(config, workdir: str, split: str, per_process_batch: int, seed: int,
+                  num_examples: int | None = None):
+  """Training or validation batches for a frame-level stage, this process's shard."""
+  # Imported here: the data package pulls OpenCV and grain, which only the training run needs.
+  from data_pipelines.training import build, pipeline  # pylint: disable=g-import-not-at-top
+  if config.run.tfds_data_dir:
+    from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
+    datasets = packed.open_packed_datasets(tuple(config.data[split].datasets_name), config.run.tfds_data_dir)
+  else:
+    roots = {k: v for k, v in config.run.data_roots.items() if v}
+    cache_dir = config.run.index_cache_dir or os.path.join(workdir, "index_cache")
+    datasets = build.train_datasets_from_config(config, roots, cache_dir, split=split)
+  if config.stage == "fartrack_sparse":
+    from data_pipelines.training import clips  # pylint: disable=g-import-not-at-top
+    examples = build.clip_examples_from_config(config, datasets, seed, split=split)
+    return clips.clip_dataset(examples, per_process_batch, shard_index=jax.process_index(),
+                              shard_count=jax.process_count(), num_workers=config.run.num_workers,
+                              num_examples=num_examples)
+  examples = build.frame_examples_from_config(config, datasets, seed, split=split)
+  return pipeline.frame_dataset(examples, per_process_batch, shard_index=jax.process_index(),
+                                shard_count=jax.process_count(), num_workers=config.run.num_workers,
+                                num_examples=num_examples)
+
+
+def default_loss_fn(config):
+  if config.stage in stages.FRAME_STAGES:
+    return stages.frame_loss_fn(config)
+  from fartrack_jax.training import sparse  # pylint: disable=g-import-not-at-top
+  return sparse.sequence_loss_fn(config)
+
+
+def _skip_reasons() -> tuple[str, ...]:
+  from data_pipelines.training import pipeline  # pylint: disable=g-import-not-at-top
+  return tuple(pipeline.SKIP_REASONS)
+
+
+def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None,
+          async_checkpoints: bool = True) -> TrainResult:
+  """Trains `config` in `workdir` until `train.epoch` epochs (or `run.max_steps`) are done, resuming from
+  the latest checkpoint there. `data_fn(config, workdir, split, per_process_batch, seed, num_examples)`
+  and `loss_fn` replace the defaults (tests)."""
+  from clu import metric_writers, metrics as clu_metrics, periodic_actions  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.validate_config(config)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+
+  mesh = steps.make_train_mesh(config.run.fsdp)
+  per_process_batch = steps.check_global_batch(int(config.train.global_batch_size), mesh)
+  total = optim.total_steps(config)
+  if config.run.get("max_steps", 0):
+    total = min(total, int(config.run.max_steps))
+
+  data_fn = data_fn or _default_data
+  train_data = data_fn(config, workdir, "train", per_process_batch, int(config.seed))
+  train_iter = iter(train_data)
+  # Opened now so a wrong val root fails at the start too; batches are drawn afresh at each validation.
+  data_fn(config, workdir, "val", per_process_batch, int(config.seed) + 1, per_process_batch)
+
+  loss_fn = loss_fn or default_loss_fn(config)
+  ckpts = checkpointing.TrainCheckpoints(os.path.join(workdir, "checkpoints"), keep=config.run.keep_checkpoints,
+                                         keep_period=config.run.keep_period, async_save=async_checkpoints)
+  latest = ckpts.latest_step()
+  if latest is None:
+    params, source = initial_params(config, int(config.seed))
+  else:
+    params, source = model_lib.init_params(model_lib.build_model(config, "float32"), jax.random.PRNGKey(0)), None
+  tx, schedules = optim.make_optimizer(config, params)
+  shapes = jax.eval_shape(lambda p: steps.init_state(p, tx, int(config.seed)), params)
+  shardings = steps.state_shardings(shapes, mesh)
+  if latest is None:
+    params = jax.device_put(params, shardings["params"])
+    state = jax.jit(lambda p: steps.init_state(p, tx, int(config.seed)), out_shardings=shardings)(params)
+    logger.info("starting from %s", source)
+  else:
+    state, _ = ckpts.restore(latest, checkpointing.abstract_like(shapes, shardings), train_iter)
+    logger.info("resumed from step %d of %s", latest, ckpts.directory)
+  del params
+
+  train_step = steps.make_train_step(loss_fn, tx, shardings, mesh, schedules)
+  eval_step = steps.make_eval_step(loss_fn, shardings, mesh)
+  data_sharding = steps.batch_sharding(mesh)
+
+  is_main = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=True)
+  hooks = [periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
+                                           every_steps=config.run.log_every_steps, every_secs=None)]
+  if is_main and config.run.profile_steps:
+    hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=config.run.profile_steps,
+                                          first_profile=min(total, config.run.checkpoint_every_steps) + 1,
+                                          every_secs=None))
+  reasons = _skip_reasons()
+  skipped = np.zeros(len(reasons), np.int64)
+  window: dict[str, Any] = {}
+  last_metrics: dict[str, float] = {}
+  val_metrics: dict[str, float] = {}
+  meta = {"stage": config.stage, "variant": config.variant, "depth": int(config.model.depth),
+          "model": config.model.to_dict(), "format": "fartrack-jax-train-v1"}
+
+  step = int(jax.device_get(state["step"]))
+  window_start, window_samples = time.monotonic(), 0
+  try:
+    while step < total:
+      batch = dict(next(train_iter))
+      skips = batch.pop("skips", None)
+      if skips is not None:
+        skipped += np.asarray(skips).reshape(-1, len(reasons)).sum(0)
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        state, metrics = train_step(state, steps.device_batch(batch, data_sharding))
+      metrics = jax.device_get(metrics)
+      if not metrics["finite"]:
+        raise NonFiniteLossError(
+            f"step {step + 1}: loss={float(metrics['loss'])}, grad_norm={float(metrics['grad_norm'])} is not "
+            f"finite; stopping. The state was not updated; the last checkpoint is step {ckpts.latest_step()} "
+            f"in {ckpts.directory}")
+      step += 1
+      window_samples += int(config.train.global_batch_size)
+      for k, v in metrics.items():
+        m = clu_metrics.Average.from_model_output(np.asarray(v, np.float32))
+        window[k] = m if k not in window else window[k].merge(m)
+      for hook in hooks:
+        hook(step)
+      if step % config.run.log_every_steps == 0 or step == total:
+        elapsed = max(time.monotonic() - window_start, 1e-9)
+        last_metrics = {k: float(v.compute()) for k, v in window.items()}
+        scalars = {f"train/{k}": v for k, v in last_metrics.items() if k != "finite"}
+        scalars["train/samples_per_s"] = window_samples / elapsed
+        scalars.update({f"data/skipped_{r}": int(n) for r, n in zip(reasons, skipped)})
+        writer.write_scalars(step, scalars)
+        window, window_start, window_samples = {}, time.monotonic(), 0
+      if step % config.run.val_every_steps == 0 or step == total:
+        val_metrics = _validate(config, workdir, data_fn, eval_step, state, per_process_batch, data_sharding)
+        writer.write_scalars(step, {f"val/{k}": v for k, v in val_metrics.items()})
+      if step % config.run.checkpoint_every_steps == 0 or step == total:
+        ckpts.save(step, state, train_iter, dict(meta, step=step), force=step == total)
+  finally:
+    ckpts.close()
+    writer.flush()
+  return TrainResult(step=step, last_metrics=last_metrics, val_metrics=val_metrics,
+                     skipped_samples={r: int(n) for r, n in zip(reasons, skipped)}, resumed_from=latest)
+
+
+def _validate(config, workdir, data_fn, eval_step, state, per_process_batch, data_sharding) -> dict[str, float]:
+  """Mean metrics over `run.val_batches` batches of the val split, the same batches every time."""
+  n = int(config.run.val_batches)
+  data = data_fn(config, workdir, "val", per_process_batch, int(config.seed) + 1, n * per_process_batch *
+                 jax.process_count())
+  sums: dict[str, float] = {}
+  count = 0
+  for batch in data:
+    batch = dict(batch)
+    batch.pop("skips", None)
+    out = jax.device_get(eval_step(state, steps.device_batch(batch, data_sharding)))
+    for k, v in out.items():
+      sums[k] = sums.get(k, 0.0) + float(v)
+    count += 1
+    if count == n:
+      break
+  return {k: v / max(count, 1) for k, v in sums.items()}

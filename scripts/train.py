@@ -1,0 +1,103 @@
+r"""Trains one FARTrack stage; a run started again with the same --workdir resumes from its latest checkpoint.
+
+  python scripts/train.py --config configs/fartrack.py:variant=tiny --workdir /tmp/fartrack_stage1 \
+      --data-root got10k=/data/got10k --data-root lasot=/data/lasot/LaSOTBenchmark \
+      --data-root coco=/data/coco --data-root trackingnet=/data/trackingnet \
+      --config.model.pretrain_file=/data/pretrained/mae_tiny_distill_400e.pth.tar
+
+Any config field can be overridden: `--config.train.global_batch_size=256`, `--config.run.fsdp=4`,
+`--config.dtype=bfloat16`. The resolved config is written to <workdir>/config.json; TensorBoard events and
+a text log of the metrics go to <workdir>, checkpoints to <workdir>/checkpoints.
+
+Multi-host (TPU slices): start the same command on every host (scripts/launch_tpu.sh does); with
+--distributed=auto (default) `jax.distributed.initialize()` is called when the environment describes
+several workers (TPU VM metadata, or JAX_COORDINATOR_ADDRESS). The workdir must then be shared (gs://).
+"""
+
+import logging as py_logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow (imported by clu) C++ INFO lines
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import logging
+from ml_collections import config_flags
+
+from fartrack_jax import cli
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Stage config and variant, e.g. configs/fartrack.py:variant=tiny, "
+    "configs/fartrack_distill.py, configs/fartrack_sparse.py:variant=smoke. Override fields with "
+    "--config.<path>=<value>.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: config.json, TensorBoard events, "
+                               "checkpoints. Reused = resumed.")
+_DATA_ROOT = flags.DEFINE_multi_string(
+    "data_root", [], "NAME=DIR: a training dataset root by name or family (got10k, lasot, coco, "
+    "trackingnet, synthetic, or a training name like GOT10K_vottrain); repeatable (also --data-root). Same as "
+    "--config.run.data_roots.NAME=DIR.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "true", "false"],
+    "Call jax.distributed.initialize() first: auto = when the environment describes several workers.")
+
+
+class _QuietLibraries(py_logging.Filter):
+  """Drops the INFO chatter of orbax (a dozen lines per checkpoint) and grain; keeps their warnings."""
+
+  def filter(self, record):
+    noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "grain", "jax/_src"))
+    return not noisy or record.levelno >= py_logging.WARNING
+
+
+def _wants_distributed(mode: str) -> bool:
+  if mode != "auto":
+    return mode == "true"
+  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    return True
+  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  return "," in hosts
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise SystemExit(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _CONFIG.value is None:
+    raise SystemExit("--config is required (see --help)")
+  if not _WORKDIR.value:
+    raise SystemExit("--workdir is required (see --help)")
+  import jax  # pylint: disable=g-import-not-at-top
+  from fartrack_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.training import trainer  # pylint: disable=g-import-not-at-top
+  if _wants_distributed(_DISTRIBUTED.value):
+    jax.distributed.initialize()
+  config = _CONFIG.value
+  for item in _DATA_ROOT.value:
+    name, sep, root = item.partition("=")
+    if not sep or not name or not root:
+      raise SystemExit(f"--data-root {item!r}: expected NAME=DIR")
+    with config.unlocked():
+      config.run.data_roots[name] = root
+  try:
+    config_lib.validate_config(config)
+  except ValueError as e:
+    raise SystemExit(f"error: bad config: {e}") from None
+  logging.set_verbosity(logging.INFO)
+  quiet = _QuietLibraries()
+  logging.get_absl_handler().addFilter(quiet)
+  if "://" not in _WORKDIR.value:
+    # The metric lines (clu's logging writer) and progress, also as a text file in the workdir.
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+    file_handler = py_logging.FileHandler(os.path.join(_WORKDIR.value, "train_log.txt"))
+    file_handler.setFormatter(py_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    file_handler.addFilter(quiet)
+    logging.get_absl_logger().addHandler(file_handler)
+  result = trainer.train(config, _WORKDIR.value)
+  print(f"done: step {result.step}; last train metrics "
+        + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.last_metrics.items()) if k != "finite")
+        + "; val " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.val_metrics.items()))
+        + f"; skipped samples {result.skipped_samples}")
+
+
+if __name__ == "__main__":
+  cli.run(main)
