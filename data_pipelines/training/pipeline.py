@@ -10,12 +10,14 @@ frame, or a crop the processing rejects, makes the example redraw (from the same
 deterministic); each example carries how many redraws of each kind it took (`skips` [len(SKIP_REASONS)]),
 which the trainer sums into metrics and logs. Only a wrong dataset root is an error, raised when the
 datasets are built, before training starts.
+
+`example_dataset` is the grain graph itself, shared with the sparse stage's clips (`clips.clip_dataset`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import grain
@@ -35,11 +37,28 @@ class BadSample(Exception):
     self.reason = reason
 
 
-def read_image(path: str) -> np.ndarray:
-  """RGB uint8, or BadSample for a missing/corrupt file (the original reads with OpenCV too)."""
-  image = cv2.imread(path, cv2.IMREAD_COLOR)
+def read_image(frame) -> np.ndarray:
+  """[H, W, 3] RGB uint8 of one frame, read with OpenCV as the original does.
+
+  `frame` is a path (str or os.PathLike) or a frame reference: an object whose `read_bytes()` returns the
+  encoded image (`packed.PackedFrame`), decoded with cv2.imdecode. A missing, unreadable or corrupt image
+  raises BadSample("unreadable_image", the path or the reference's `name`).
+  """
+  if isinstance(frame, str) or hasattr(frame, "__fspath__"):  # os.PathLike's own test
+    name = frame if isinstance(frame, str) else frame.__fspath__()
+    image = cv2.imread(name, cv2.IMREAD_COLOR)
+  else:
+    name = str(getattr(frame, "name", frame))
+    try:
+      encoded = np.frombuffer(frame.read_bytes(), np.uint8)
+    except OSError as e:
+      raise BadSample("unreadable_image", f"{name} ({e})") from e
+    try:
+      image = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if encoded.size else None
+    except cv2.error:
+      image = None
   if image is None:
-    raise BadSample("unreadable_image", path)
+    raise BadSample("unreadable_image", name)
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -94,14 +113,21 @@ class FrameExamples:
     raise sampler.SamplingError(f"example {index}: {MAX_REDRAWS} draws in a row were unusable (last: {last})")
 
 
-def frame_dataset(examples: FrameExamples, batch_size: int, shard_index: int = 0, shard_count: int = 1,
-                  num_workers: int = 0, num_examples: int | None = None) -> grain.IterDataset:
-  """Batches of `examples` for this host: `[batch_size, ...]` numpy arrays, indices `shard_index::shard_count`
-  of `range(num_examples)` (default: practically endless). `num_workers > 0` decodes in that many worker
-  processes (grain multiprocessing); the batches are the same for any worker count."""
+def example_dataset(examples: Callable[[int], dict], batch_size: int, shard_index: int = 0,
+                    shard_count: int = 1, num_workers: int = 0, num_examples: int | None = None,
+                    read_options: grain.ReadOptions | None = None) -> grain.IterDataset:
+  """Batches of `examples(i)` (a picklable pure function of the index, e.g. FrameExamples or
+  clips.ClipExamples) for this host: `[batch_size, ...]` numpy arrays, indices `shard_index::shard_count`
+  of `range(num_examples)` (default: practically endless). `num_workers > 0` makes the examples in that
+  many worker processes (grain multiprocessing); the batches are the same for any worker count.
+  `read_options`: grain's threads and read-ahead per process (default: grain's)."""
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index must be in [0, shard_count={shard_count}), got {shard_index}")
   stop = num_examples if num_examples is not None else 2 ** 62
   ds = grain.MapDataset.range(shard_index, stop, shard_count).map(examples)
-  it = ds.to_iter_dataset()
+  it = ds.to_iter_dataset(read_options)
   if num_workers > 0:
     from absl import flags  # pylint: disable=g-import-not-at-top
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app use defaults
@@ -110,3 +136,9 @@ def frame_dataset(examples: FrameExamples, batch_size: int, shard_index: int = 0
     # after, so a batch holds the same examples for any worker count.
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return it.batch(batch_size, drop_remainder=True)
+
+
+def frame_dataset(examples: FrameExamples, batch_size: int, shard_index: int = 0, shard_count: int = 1,
+                  num_workers: int = 0, num_examples: int | None = None) -> grain.IterDataset:
+  """Batches of frame examples for this host (see `example_dataset`; grain's default read-ahead)."""
+  return example_dataset(examples, batch_size, shard_index, shard_count, num_workers, num_examples)

@@ -1,0 +1,67 @@
+"""The training inputs a config asks for: its datasets, and the per-index examples of its stage.
+
+    datasets = train_datasets_from_config(config, {"got10k": ".../got10k", "lasot": ...}, cache_dir)
+    if config.stage == "fartrack_sparse":
+      it = iter(clips.clip_dataset(clip_examples_from_config(config, datasets, seed), batch_size, ...))
+    else:
+      it = iter(pipeline.frame_dataset(frame_examples_from_config(config, datasets, seed), batch_size, ...))
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from data_pipelines.training import clips
+from data_pipelines.training import datasets as datasets_lib
+from data_pipelines.training import pipeline
+from data_pipelines.training import processing
+from data_pipelines.training import sampler
+
+SPLITS = ("train", "val")
+
+
+def _split(split: str) -> str:
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  return split
+
+
+def _ratios(config, datasets: Sequence[sampler.DatasetLike], split: str) -> tuple[float, ...]:
+  ratios = tuple(float(r) for r in config.data[_split(split)].datasets_ratio)
+  if len(ratios) != len(datasets):
+    raise ValueError(f"data.{split}.datasets_ratio has {len(ratios)} entries for {len(datasets)} datasets "
+                     f"({', '.join(d.name for d in datasets)})")
+  return ratios
+
+
+def train_datasets_from_config(config, roots: Mapping[str, str], cache_dir: str | None = None,
+                               split: str = "train") -> list[datasets_lib.TrainDataset]:
+  """The datasets named by `data.<split>.datasets_name`, in order; `roots` maps a name or its family
+  (`got10k`, `lasot`, `trackingnet`, `coco`, `synthetic`) to its root (see
+  `datasets.build_train_datasets`); DatasetError for a missing or wrong root."""
+  names = tuple(config.data[_split(split)].datasets_name)
+  return datasets_lib.build_train_datasets(names, roots, cache_dir=cache_dir)
+
+
+def frame_examples_from_config(config, datasets: Sequence[sampler.DatasetLike], seed: int,
+                               split: str = "train") -> pipeline.FrameExamples:
+  """Frame-level examples (stages 1 and 2): T templates and one search crop per index."""
+  return pipeline.FrameExamples(datasets=list(datasets), ratios=_ratios(config, datasets, split),
+                                num_templates=int(config.data.template.number),
+                                max_gap=int(config.data.max_gap),
+                                process=processing.FrameProcessing.from_config(config), seed=int(seed))
+
+
+def clip_examples_from_config(config, datasets: Sequence[sampler.DatasetLike], seed: int,
+                              split: str = "train") -> clips.ClipExamples:
+  """Clips of the sparse stage: T template and S search frames per index on `data.clip_canvas`."""
+  data = config.data
+  for field in ("max_interval", "interval_prob", "clip_canvas"):
+    if field not in data:
+      raise ValueError(f"data.{field} is missing from the config: clips need a fartrack_sparse config "
+                       f"(this one is {config.get('stage')!r})")
+  return clips.ClipExamples(datasets=list(datasets), ratios=_ratios(config, datasets, split),
+                            num_templates=int(data.template.number), num_searches=int(data.search.number),
+                            max_gap=int(data.max_gap), max_interval=int(data.max_interval),
+                            interval_prob=float(data.interval_prob), canvas=int(data.clip_canvas),
+                            seed=int(seed))

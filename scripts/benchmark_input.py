@@ -1,0 +1,220 @@
+r"""Host input-pipeline throughput: frame pairs (stages 1 and 2) and clips (stage 3), per grain worker count.
+
+  python scripts/benchmark_input.py [--variant smoke|tiny] [--pipelines frame,clip] [--workers 0,1,2] \
+      [--batch-size N] [--warmup 2] [--windows 3] [--window-batches 5] [--data-dir DIR] [--json FILE]
+
+Writes synthetic training roots (`synthetic_train.make_synthetic_train_dataset`, one per layout the
+configs name) into a temporary folder, or into --data-dir (a layout folder already there is reused), then
+for each pipeline and worker count builds the grain iterator the trainer would (`configs/fartrack.py` for
+frame pairs, `configs/fartrack_sparse.py` for clips, at --variant: smoke = the tiny test sizes, tiny = the
+real sizes: 5 templates, 112/224 crops, 32-frame clips on a 640 canvas), takes --warmup batches (worker
+start-up included), then times --windows windows of --window-batches batches each, consuming as fast as
+it can. samples/s is the median over the windows (a sample is a frame pair or a clip); frames/s counts
+the frames each sample decodes (T + 1 or T + S). grain reads ahead (per process: frame pairs 16 threads,
+clips max(batch, 4)), so the first window can drain what was made during the warm-up: keep a window's
+samples (--window-batches x batch size) well above that, and --windows >= 3 so the median drops it. Peak memory is the largest sum of the resident set
+sizes of this process and all its children, sampled every 50 ms from iterator creation to close (shared
+pages count once per process, so this overstates with workers); it includes what earlier rows left in
+this process. Prints a table; --json writes a list of rows {"pipeline", "variant", "workers",
+"batch_size", "samples_per_s", "clips_or_pairs" (samples timed), "peak_rss_mb", "device": "cpu",
+"cores", ...}.
+"""
+
+import importlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+
+from fartrack_jax import cli
+
+_VARIANT = flags.DEFINE_enum("variant", "smoke", ["smoke", "tiny"], "Config variant: smoke (tiny test sizes) "
+                             "or tiny (the real input sizes of FARTrack-Tiny).")
+_PIPELINES = flags.DEFINE_list("pipelines", ["frame", "clip"], "Pipelines to time: frame (stage 1/2 frame "
+                               "pairs, configs/fartrack.py) and/or clip (stage 3, configs/fartrack_sparse.py).")
+_WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "grain worker process counts to time (0 = in this "
+                             "process, with grain's reader threads).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Samples per batch (default: the config's "
+                                   "train.batch_size).")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed batches first (worker start-up, first reads).")
+_WINDOWS = flags.DEFINE_integer("windows", 3, "Timed windows; samples/s is their median.")
+_WINDOW_BATCHES = flags.DEFINE_integer("window_batches", 5, "Batches per timed window.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder for the synthetic roots (kept; layouts already "
+                                "there are reused). Default: a temporary folder, removed at the end.")
+_NUM_SEQUENCES = flags.DEFINE_integer("num_sequences", 4, "Synthetic sequences per layout (COCO: images).")
+_NUM_FRAMES = flags.DEFINE_integer("num_frames", None, "Frames per synthetic video (default: 40 for smoke, "
+                                   "100 for tiny; a clip needs more than 2 * (T + S) visible frames).")
+_FRAME_SIZE = flags.DEFINE_string("frame_size", None, "Synthetic frame size WxH (default: 160x120 for "
+                                  "smoke, 1280x720 for tiny, LaSOT's usual size).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the synthetic data and of the examples.")
+_JSON = flags.DEFINE_string("json", None, "Write the rows as JSON here.")
+
+# Training name -> the synthetic layout written for it and the root key `build_train_datasets` looks up.
+_LAYOUTS = {"SYNTHETIC": ("got10k_train", "synthetic"), "GOT10K_vottrain": ("got10k_train", "got10k"),
+            "GOT10K_votval": ("got10k_train", "got10k"), "GOT10K_train_full": ("got10k_train", "got10k"),
+            "LASOT": ("lasot_train", "lasot"), "TRACKINGNET": ("trackingnet_train", "trackingnet"),
+            "COCO17": ("coco", "coco")}
+_STAGES = {"frame": "fartrack", "clip": "fartrack_sparse"}
+
+
+class PeakRss:
+  """Samples the summed RSS of this process and its children in a thread; `peak_mb` after `stop()`."""
+
+  def __init__(self, interval_s: float = 0.05):
+    self.interval_s = interval_s
+    self.peak_bytes = 0
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+
+  def _sample(self) -> int:
+    import psutil  # pylint: disable=g-import-not-at-top
+    me = psutil.Process()
+    total = me.memory_info().rss
+    for child in me.children(recursive=True):
+      try:
+        total += child.memory_info().rss
+      except psutil.Error:  # exited between listing and reading
+        pass
+    return total
+
+  def _run(self):
+    while not self._stop.is_set():
+      self.peak_bytes = max(self.peak_bytes, self._sample())
+      self._stop.wait(self.interval_s)
+
+  def __enter__(self):
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    self.peak_bytes = max(self.peak_bytes, self._sample())
+
+  @property
+  def peak_mb(self) -> float:
+    return self.peak_bytes / 2 ** 20
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+  try:
+    width, height = (int(v) for v in text.lower().split("x"))
+  except ValueError:
+    raise ValueError(f"--frame_size={text!r} is not WxH, e.g. 1280x720") from None
+  return width, height
+
+
+def make_roots(data_dir: str, names, num_sequences: int, num_frames: int, size: tuple[int, int],
+               seed: int) -> dict[str, str]:
+  """Synthetic roots for the training `names` under `data_dir`; returns the `roots` mapping."""
+  from data_pipelines.training import synthetic_train  # pylint: disable=g-import-not-at-top
+  roots = {}
+  for name in names:
+    if name not in _LAYOUTS:
+      raise ValueError(f"no synthetic layout for training dataset {name}; known: {', '.join(_LAYOUTS)}")
+    layout, key = _LAYOUTS[name]
+    root = os.path.join(data_dir, layout)
+    if not os.path.isdir(root):
+      tmp = f"{root}.tmp-{os.getpid()}"
+      shutil.rmtree(tmp, ignore_errors=True)
+      synthetic_train.make_synthetic_train_dataset(layout, tmp, num_sequences=num_sequences,
+                                                   num_frames=num_frames, size=size, seed=seed)
+      os.replace(tmp, root)  # a half-written root is never reused
+    roots[key] = root
+  return roots
+
+
+def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, batch_size: int) -> dict:
+  """One row: median samples/s over the timed windows and the peak RSS of this process + children."""
+  from data_pipelines.training import build  # pylint: disable=g-import-not-at-top
+  from data_pipelines.training import clips  # pylint: disable=g-import-not-at-top
+  from data_pipelines.training import pipeline  # pylint: disable=g-import-not-at-top
+  datasets = build.train_datasets_from_config(config, roots, cache_dir)
+  if kind == "clip":
+    examples = build.clip_examples_from_config(config, datasets, _SEED.value)
+    dataset = clips.clip_dataset(examples, batch_size, num_workers=workers)
+    frames_per_sample = examples.num_templates + examples.num_searches
+    read_threads = clips.CLIP_READ_THREADS
+  else:
+    examples = build.frame_examples_from_config(config, datasets, _SEED.value)
+    dataset = pipeline.frame_dataset(examples, batch_size, num_workers=workers)
+    frames_per_sample = examples.num_templates + 1
+    import grain  # pylint: disable=g-import-not-at-top
+    read_threads = grain.ReadOptions().num_threads
+  windows = []
+  with PeakRss() as memory:
+    it = iter(dataset)
+    start = time.perf_counter()
+    for _ in range(_WARMUP.value):
+      next(it)
+    warmup_s = time.perf_counter() - start
+    for _ in range(_WINDOWS.value):
+      start = time.perf_counter()
+      for _ in range(_WINDOW_BATCHES.value):
+        next(it)
+      windows.append(time.perf_counter() - start)
+    close = getattr(it, "close", None)
+    if close is not None:
+      close()
+    del it
+  samples = _WINDOW_BATCHES.value * batch_size
+  rate = statistics.median(samples / w for w in windows)
+  return {"pipeline": kind, "variant": config.variant, "workers": workers, "batch_size": batch_size,
+          "samples_per_s": rate, "frames_per_s": rate * frames_per_sample,
+          "clips_or_pairs": samples * len(windows), "peak_rss_mb": memory.peak_mb, "warmup_s": warmup_s,
+          "read_threads": read_threads, "device": "cpu", "cores": len(os.sched_getaffinity(0))}
+
+
+def main(argv):
+  del argv
+  from fartrack_jax import benchmark  # pylint: disable=g-import-not-at-top
+  smoke = _VARIANT.value == "smoke"
+  num_frames = _NUM_FRAMES.value or (40 if smoke else 100)
+  size = _frame_size(_FRAME_SIZE.value or ("160x120" if smoke else "1280x720"))
+  workers = [int(w) for w in _WORKERS.value]
+  if any(w < 0 for w in workers):
+    raise ValueError(f"--workers must be >= 0, got {_WORKERS.value}")
+  for kind in _PIPELINES.value:
+    if kind not in _STAGES:
+      raise ValueError(f"--pipelines has unknown {kind!r}; one of {', '.join(_STAGES)}")
+  for name, value in (("warmup", _WARMUP.value), ("windows", _WINDOWS.value),
+                      ("window_batches", _WINDOW_BATCHES.value)):
+    if value < (0 if name == "warmup" else 1):
+      raise ValueError(f"--{name}={value} is too small")
+  configs = {kind: importlib.import_module(f"configs.{_STAGES[kind]}").get_config(f"variant={_VARIANT.value}")
+             for kind in _PIPELINES.value}
+  names = sorted({n for c in configs.values() for n in c.data.train.datasets_name})
+
+  data_dir = _DATA_DIR.value or tempfile.mkdtemp(prefix="benchmark_input_")
+  rows = []
+  try:
+    roots = make_roots(data_dir, names, _NUM_SEQUENCES.value, num_frames, size, _SEED.value)
+    for kind, config in configs.items():
+      batch_size = _BATCH_SIZE.value or int(config.train.batch_size)
+      for w in workers:
+        row = time_pipeline(kind, config, roots, os.path.join(data_dir, "index_cache"), w, batch_size)
+        row["frame_size"] = f"{size[0]}x{size[1]}"
+        rows.append(row)
+        print(f"{kind} {_VARIANT.value} workers={w}: {row['samples_per_s']:.2f} samples/s, peak RSS "
+              f"{row['peak_rss_mb']:.0f} MB", flush=True)
+  finally:
+    if _DATA_DIR.value is None:
+      shutil.rmtree(data_dir, ignore_errors=True)
+  print()
+  benchmark.print_table(rows, ["pipeline", "variant", "workers", "batch_size", "samples_per_s", "frames_per_s",
+                               "clips_or_pairs", "peak_rss_mb", "warmup_s", "read_threads", "frame_size",
+                               "cores"])
+  if _JSON.value:
+    benchmark.write_json(_JSON.value, rows)
+    print(f"wrote {_JSON.value}")
+
+
+if __name__ == "__main__":
+  cli.run(main)
