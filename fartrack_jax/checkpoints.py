@@ -78,8 +78,9 @@ def _source_config(config, meta: dict):
 def load_pretrained(path: str, config, init_params, allow_pickle: bool = False):
   """Params for `config` from a previous stage or another depth, whatever the source format.
 
-  `path` is an orbax params checkpoint (`save_params`: converted, or exported by `scripts/train.py` /
-  `scripts/export_variant.py`), an original `.pth.tar` with a `net` state dict, or MAE weights (`model`).
+  `path` is an orbax params checkpoint (`save_params`: converted, or exported by
+  `scripts/export_variant.py`), a training run's workdir (its latest checkpoint), an original `.pth.tar`
+  with a `net` state dict, or MAE weights (`model`).
   Params of another stage or depth go through the original's state-dict keys, so every rule of the
   converter applies on the way: a distill checkpoint's `normN` initialises the sparse model's
   `masknormN.norm` (the original's remap), extra layers are left out (Nano/Pico from Tiny), and params the
@@ -90,7 +91,8 @@ def load_pretrained(path: str, config, init_params, allow_pickle: bool = False):
   from fartrack_jax import convert, model as model_lib, torch_io  # pylint: disable=g-import-not-at-top
   spec = model_lib.ModelSpec.from_config(config)
   if os.path.isdir(path):
-    params, meta = load_params(path)
+    from fartrack_jax.training import export  # pylint: disable=g-import-not-at-top
+    params, meta = export.load_any_params(path)  # params checkpoint or a training run's latest step
     source_spec = model_lib.ModelSpec.from_config(_source_config(config, meta))
     state_dict = convert.flax_to_torch(params, source_spec)
     kind = "net"

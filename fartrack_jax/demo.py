@@ -102,7 +102,8 @@ def run(config, workdir: str, checkpoint: str | None = None, seed: int = 0, runs
   return result
 
 
-def evaluate_on_synthetic(config, params, workdir: str, seed: int = 0) -> dict:
+def evaluate_on_synthetic(config, params, workdir: str, seed: int = 0, labels=("[5/6]", "[6/6]"),
+                          note: str = "untrained weights, so near zero") -> dict:
   """Generates a small synthetic GOT-10k (val) set, tracks it in batches and scores it."""
   from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
   from data_pipelines.benchmarks import readers  # pylint: disable=g-import-not-at-top
@@ -113,11 +114,11 @@ def evaluate_on_synthetic(config, params, workdir: str, seed: int = 0) -> dict:
     synthetic.make_synthetic_dataset("got10k", data_root, num_sequences=4, num_frames=20, seed=seed)
   sequences = readers.load_dataset("got10k_val", data_root)
   results_dir = os.path.join(workdir, "results", "got10k_val")
-  print(f"[5/6] tracking {len(sequences)} synthetic GOT-10k val sequences (2 at a time) -> {results_dir}")
+  print(f"{labels[0]} tracking {len(sequences)} synthetic GOT-10k val sequences (2 at a time) -> {results_dir}")
   evaluate.evaluate(config, params, sequences, results_dir, batch=2, log=lambda m: print("      " + m))
   scores = analysis.analyze("got10k_val", data_root, [results_dir], names=["fartrack_jax"],
                             json_path=os.path.join(workdir, "scores.json"),
                             plots_dir=os.path.join(workdir, "plots"))
-  print("[6/6] scores (GOT-10k toolkit semantics; untrained weights, so near zero):")
+  print(f"{labels[1]} scores (GOT-10k toolkit semantics; {note}):")
   print(analysis.format_table(scores))
   return scores["fartrack_jax"]
