@@ -27,6 +27,7 @@ from data_pipelines.training import sampler
 
 SKIP_REASONS = ("unreadable_image", "bad_box", "rejected_crop")
 MAX_REDRAWS = 100
+FRAME_READ_THREADS = 8
 
 
 class BadSample(Exception):
@@ -140,5 +141,9 @@ def example_dataset(examples: Callable[[int], dict], batch_size: int, shard_inde
 
 def frame_dataset(examples: FrameExamples, batch_size: int, shard_index: int = 0, shard_count: int = 1,
                   num_workers: int = 0, num_examples: int | None = None) -> grain.IterDataset:
-  """Batches of frame examples for this host (see `example_dataset`; grain's default read-ahead)."""
-  return example_dataset(examples, batch_size, shard_index, shard_count, num_workers, num_examples)
+  """Batches of frame examples for this host (see `example_dataset`). Read-ahead is bounded to a few
+  batches: grain's default (500 examples) holds ~0.7 GB of Tiny-sized examples per process."""
+  read_options = grain.ReadOptions(num_threads=FRAME_READ_THREADS,
+                                   prefetch_buffer_size=max(2 * batch_size, 16))
+  return example_dataset(examples, batch_size, shard_index, shard_count, num_workers, num_examples,
+                         read_options=read_options)
