@@ -107,7 +107,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, state_sha
   def step(state, batch):
     rng, step_rng = jax.random.split(state["rng"])
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, step_rng)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
