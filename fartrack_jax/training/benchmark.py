@@ -22,6 +22,8 @@ What a row reports:
     (GPU, TPU), else the process's max resident set size (`peak_memory_source` says which). Both are
     peaks over the process's life so far: a row includes the rows run before it in the same process, so
     run rows in separate processes for exact per-row numbers.
+  - `step_memory_mb`: XLA's memory analysis of the compiled step on one device (arguments + outputs +
+    temporaries - donated aliases): what the step itself needs, comparable across rows.
 
 Stages 1 and 2 use `stages.frame_loss_fn` and `stages.batch_spec`. Stage 3 rows (one per clip length) take
 their loss and batch shapes from `fartrack_jax/training/sparse.py` (`sequence_loss_fn(config)`,
@@ -53,7 +55,7 @@ SPARSE_HOOKS = ("sequence_loss_fn", "clip_batch_spec")
 # Global batch of a row when --batch is not given: the smoke variant keeps its config's, others use this.
 DEFAULT_BATCH = 32
 COLUMNS = ("config", "stage", "batch", "clip_length", "dtype", "compile_s", "median_ms", "min_ms",
-           "samples_per_s", "achieved_tflops", "peak_fraction", "peak_memory_mb", "device")
+           "samples_per_s", "achieved_tflops", "peak_fraction", "step_memory_mb", "peak_memory_mb", "device")
 
 # Dense peak TFLOP/s of one device (chip) at the precision JAX uses by default for each dtype, first match
 # of the substring in `device_kind` wins. float32 matmuls run as TF32 on Ampere and later NVIDIA GPUs and as
@@ -240,6 +242,21 @@ def device_description(devices=None) -> dict:
           "device_kind": d.device_kind}
 
 
+def _compiled_memory_mb(compiled) -> float | None:
+  """XLA's own accounting of one device's memory for the compiled step: arguments + outputs + temporaries,
+  minus what donation aliases. Independent of what else the process holds, so it is the number that
+  follows the clip length or the batch (the process peaks below include the runtime's baseline)."""
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if m is None:
+    return None
+  total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+           - m.alias_size_in_bytes)
+  return total / 2 ** 20
+
+
 def peak_memory_mb(devices=None) -> tuple[float, str]:
   """(MB, source): the largest device `peak_bytes_in_use` when reported, else the process max RSS."""
   peaks = []
@@ -345,6 +362,7 @@ def benchmark_row(row: Row, *, steps_timed: int = 10, warmup: int = 2, fsdp: int
   compiled = traced.lower().compile()
   compile_s = time.perf_counter() - start
   xla_flops = _flops(compiled) * len(devices)
+  step_memory_mb = _compiled_memory_mb(compiled)
   matmuls = matmul_flops(traced.jaxpr)  # global shapes: the whole step, all devices
   # XLA counts a loop body once: where matmuls sit in loops (stage 3's frames), the jaxpr count is the one
   # that follows the work.
@@ -377,7 +395,7 @@ def benchmark_row(row: Row, *, steps_timed: int = 10, warmup: int = 2, fsdp: int
       "matmul_flops_per_step": matmuls.flops, "flops_lower_bound": matmuls.unbounded,
       "achieved_tflops": achieved,
       "peak_fraction": (achieved / (peak * desc["num_devices"]) if achieved and peak else None),
-      "peak_memory_mb": memory_mb, "peak_memory_source": memory_source,
+      "peak_memory_mb": memory_mb, "peak_memory_source": memory_source, "step_memory_mb": step_memory_mb,
       "final_loss": float(metrics["loss"]), "finite": bool(metrics["finite"]), "jax": jax.__version__,
   }
 
