@@ -49,3 +49,17 @@ def process(templates, template_boxes, search, search_box, rng):
   """Keeps one pixel of each frame (it identifies the frame) and a random draw (it identifies the rng)."""
   return {"templates": np.array([t[0, 0, 0] for t in templates], np.int32),
           "search": np.int32(search[0, 0, 0]), "draw": np.float32(rng.random()), "valid": True}
+
+
+def take(it, n):
+  """The next `n` batches of an iterator."""
+  return [next(it) for _ in range(n)]
+
+
+def assert_batches_equal(a, b):
+  """Two lists of batches hold the same keys and identical arrays."""
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)

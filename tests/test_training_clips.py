@@ -135,16 +135,7 @@ class _Seq:
   is_video: bool = True
 
 
-@dataclasses.dataclass
-class _Dataset:
-  name: str
-  seqs: list
-
-  def __len__(self):
-    return len(self.seqs)
-
-  def sequence(self, index):
-    return self.seqs[index]
+_Dataset = pipeline_fakes.FakeDataset
 
 
 def test_sample_clip_redraws_short_sequences_and_flips_the_mode_coin():
@@ -215,16 +206,8 @@ def _frame_codes(batch):
   return np.concatenate([batch["template_frames"][:, :, 0, 0, 0], batch["search_frames"][:, :, 0, 0, 0]], 1)
 
 
-def _take(it, n):
-  return [next(it) for _ in range(n)]
-
-
-def _equal(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+_take = pipeline_fakes.take
+_equal = pipeline_fakes.assert_batches_equal
 
 
 def test_same_seed_same_clips_and_another_seed_differs(tmp_path):

@@ -17,16 +17,8 @@ def _examples(tmp_path, seed=0, corrupt=()):
                                 process=pipeline_fakes.process, seed=seed)
 
 
-def _take(it, n):
-  return [next(it) for _ in range(n)]
-
-
-def _equal(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+_take = pipeline_fakes.take
+_equal = pipeline_fakes.assert_batches_equal
 
 
 def test_same_seed_same_batches_and_another_seed_differs(tmp_path):

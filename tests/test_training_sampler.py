@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.training import sampler
+from tests import pipeline_fakes
 
 
 @dataclasses.dataclass
@@ -18,16 +19,7 @@ class _Seq:
     return tuple(f"{i}.jpg" for i in range(len(self.visible)))
 
 
-@dataclasses.dataclass
-class _Dataset:
-  name: str
-  seqs: list
-
-  def __len__(self):
-    return len(self.seqs)
-
-  def sequence(self, index):
-    return self.seqs[index]
+_Dataset = pipeline_fakes.FakeDataset
 
 
 def test_sample_visible_ids_respects_bounds_and_visibility():
