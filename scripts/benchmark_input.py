@@ -146,8 +146,7 @@ def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, 
     examples = build.frame_examples_from_config(config, datasets, _SEED.value)
     dataset = pipeline.frame_dataset(examples, batch_size, num_workers=workers)
     frames_per_sample = examples.num_templates + 1
-    import grain  # pylint: disable=g-import-not-at-top
-    read_threads = grain.ReadOptions().num_threads
+    read_threads = pipeline.FRAME_READ_THREADS
   windows = []
   with PeakRss() as memory:
     it = iter(dataset)

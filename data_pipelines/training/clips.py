@@ -69,10 +69,11 @@ import numpy as np
 from data_pipelines.training import pipeline
 from data_pipelines.training import sampler
 
-# Threads decoding clips in each process (cv2 releases the GIL). The read-ahead is bounded to about one
-# batch (`clip_dataset`): a 640-canvas clip of 5 + 32 frames is 45 MB of uint8, and grain's default
-# buffer of 500 elements per process would hold over 20 GB.
-CLIP_READ_THREADS = 4
+# Threads making clip batches in each process (cv2 releases the GIL), and batches read ahead per process:
+# a 640-canvas clip of 5 + 32 frames is 45 MB of uint8 (a batch of 8: 360 MB), and grain's default buffer
+# of 500 elements per process would hold far more than a host has.
+CLIP_READ_THREADS = 2
+CLIP_READ_AHEAD = 2
 
 
 def _describe(visible: np.ndarray) -> str:
@@ -288,8 +289,7 @@ def clip_dataset(examples: ClipExamples, batch_size: int, shard_index: int = 0, 
                  num_workers: int = 0, num_examples: int | None = None) -> grain.IterDataset:
   """Batches of clips for this host, as `pipeline.frame_dataset` does for frame examples: `[batch_size,
   ...]` numpy arrays, indices `shard_index::shard_count`, the same batches for any worker count, resumable
-  from the iterator state. At most max(batch_size, CLIP_READ_THREADS) clips are read ahead per process."""
-  read_options = grain.ReadOptions(num_threads=CLIP_READ_THREADS,
-                                   prefetch_buffer_size=max(batch_size, CLIP_READ_THREADS))
+  from the iterator state. At most CLIP_READ_AHEAD batches are read ahead per process."""
+  read_options = grain.ReadOptions(num_threads=CLIP_READ_THREADS, prefetch_buffer_size=CLIP_READ_AHEAD)
   return pipeline.example_dataset(examples, batch_size, shard_index, shard_count, num_workers, num_examples,
                                   read_options=read_options)

@@ -28,6 +28,7 @@ from data_pipelines.training import sampler
 SKIP_REASONS = ("unreadable_image", "bad_box", "rejected_crop")
 MAX_REDRAWS = 100
 FRAME_READ_THREADS = 8
+FRAME_READ_AHEAD = 4  # batches in flight per process
 
 
 class BadSample(Exception):
@@ -127,23 +128,25 @@ def example_dataset(examples: Callable[[int], dict], batch_size: int, shard_inde
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index must be in [0, shard_count={shard_count}), got {shard_index}")
   stop = num_examples if num_examples is not None else 2 ** 62
-  ds = grain.MapDataset.range(shard_index, stop, shard_count).map(examples)
+  # Batched by index before any worker sees it: batch k is examples k*B..(k+1)*B-1 of this host's indices,
+  # whoever makes it, so the batches are the same for any worker count; a worker makes whole batches
+  # (round-robin over batch indices, re-interleaved in order), which sends one message per batch between
+  # processes instead of one per example.
+  ds = grain.MapDataset.range(shard_index, stop, shard_count).map(examples).batch(batch_size,
+                                                                                   drop_remainder=True)
   it = ds.to_iter_dataset(read_options)
   if num_workers > 0:
     from absl import flags  # pylint: disable=g-import-not-at-top
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app use defaults
       flags.FLAGS.mark_as_parsed()
-    # Workers make single examples (round-robin over indices, re-interleaved in order); batching happens
-    # after, so a batch holds the same examples for any worker count.
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
-  return it.batch(batch_size, drop_remainder=True)
+  return it
 
 
 def frame_dataset(examples: FrameExamples, batch_size: int, shard_index: int = 0, shard_count: int = 1,
                   num_workers: int = 0, num_examples: int | None = None) -> grain.IterDataset:
   """Batches of frame examples for this host (see `example_dataset`). Read-ahead is bounded to a few
-  batches: grain's default (500 examples) holds ~0.7 GB of Tiny-sized examples per process."""
-  read_options = grain.ReadOptions(num_threads=FRAME_READ_THREADS,
-                                   prefetch_buffer_size=max(2 * batch_size, 16))
+  batches: grain's default (500 elements) would hold hundreds of Tiny-sized batches per process."""
+  read_options = grain.ReadOptions(num_threads=FRAME_READ_THREADS, prefetch_buffer_size=FRAME_READ_AHEAD)
   return example_dataset(examples, batch_size, shard_index, shard_count, num_workers, num_examples,
                          read_options=read_options)
