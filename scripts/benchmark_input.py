@@ -43,9 +43,12 @@ _WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "grain worker process c
                              "process, with grain's reader threads).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Samples per batch (default: the config's "
                                    "train.batch_size).")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed batches first (worker start-up, first reads).")
+_WARMUP = flags.DEFINE_integer("warmup", None, "Untimed batches first (worker start-up, first reads, filling "
+                               "the read-ahead). Default: twice the pipeline's read-ahead.")
 _WINDOWS = flags.DEFINE_integer("windows", 3, "Timed windows; samples/s is their median.")
-_WINDOW_BATCHES = flags.DEFINE_integer("window_batches", 5, "Batches per timed window.")
+_WINDOW_BATCHES = flags.DEFINE_integer("window_batches", None, "Batches per timed window; at least the "
+                                       "pipeline's read-ahead (shorter windows time its buffer, not its rate). "
+                                       "Default: twice the read-ahead.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder for the synthetic roots (kept; layouts already "
                                 "there are reused). Default: a temporary folder, removed at the end.")
 _NUM_SEQUENCES = flags.DEFINE_integer("num_sequences", 4, "Synthetic sequences per layout (COCO: images).")
@@ -142,28 +145,35 @@ def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, 
     dataset = clips.clip_dataset(examples, batch_size, num_workers=workers)
     frames_per_sample = examples.num_templates + examples.num_searches
     read_threads = clips.CLIP_READ_THREADS
+    read_ahead = clips.CLIP_READ_AHEAD
   else:
     examples = build.frame_examples_from_config(config, datasets, _SEED.value)
     dataset = pipeline.frame_dataset(examples, batch_size, num_workers=workers)
     frames_per_sample = examples.num_templates + 1
     read_threads = pipeline.FRAME_READ_THREADS
+    read_ahead = pipeline.FRAME_READ_AHEAD
+  warmup = _WARMUP.value if _WARMUP.value is not None else 2 * read_ahead
+  window_batches = _WINDOW_BATCHES.value if _WINDOW_BATCHES.value is not None else 2 * read_ahead
+  if window_batches < read_ahead:
+    raise ValueError(f"--window-batches={window_batches} is shorter than the {kind} pipeline's read-ahead of "
+                     f"{read_ahead} batches: the windows would time its buffer, not its rate")
   windows = []
   with PeakRss() as memory:
     it = iter(dataset)
     start = time.perf_counter()
-    for _ in range(_WARMUP.value):
+    for _ in range(warmup):
       next(it)
     warmup_s = time.perf_counter() - start
     for _ in range(_WINDOWS.value):
       start = time.perf_counter()
-      for _ in range(_WINDOW_BATCHES.value):
+      for _ in range(window_batches):
         next(it)
       windows.append(time.perf_counter() - start)
     close = getattr(it, "close", None)
     if close is not None:
       close()
     del it
-  samples = _WINDOW_BATCHES.value * batch_size
+  samples = window_batches * batch_size
   rate = statistics.median(samples / w for w in windows)
   return {"pipeline": kind, "variant": config.variant, "workers": workers, "batch_size": batch_size,
           "samples_per_s": rate, "frames_per_s": rate * frames_per_sample,
@@ -185,7 +195,7 @@ def main(argv):
       raise ValueError(f"--pipelines has unknown {kind!r}; one of {', '.join(_STAGES)}")
   for name, value in (("warmup", _WARMUP.value), ("windows", _WINDOWS.value),
                       ("window_batches", _WINDOW_BATCHES.value)):
-    if value < (0 if name == "warmup" else 1):
+    if value is not None and value < (0 if name == "warmup" else 1):
       raise ValueError(f"--{name}={value} is too small")
   configs = {kind: importlib.import_module(f"configs.{_STAGES[kind]}").get_config(f"variant={_VARIANT.value}")
              for kind in _PIPELINES.value}
