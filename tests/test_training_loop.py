@@ -155,3 +155,22 @@ def test_eight_devices_and_fsdp_equal_one_device(tmp_path):
   # Same global batch, same rng: only the reduction order differs between layouts (fp32 rounding).
   assert result["eight"] < 1e-5, result
   assert result["fsdp"] < 1e-5, result
+
+
+def test_stage1_starts_from_mae_weights_in_a_pth_tar(tmp_path):
+  torch = pytest.importorskip("torch", reason="torch (requirements-torch.txt) reads .pth.tar files")
+  from tests.test_converter import _fake_mae  # pylint: disable=g-import-not-at-top
+  from fartrack_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  config = load_config("fartrack", "smoke")
+  config.model.pretrain_grid = 14  # the MAE ViT's 14 x 14 positional grid, as in the real configs
+  spec = model_lib.ModelSpec.from_config(config)
+  mae = _fake_mae(spec, num_blocks=2, seed=3)
+  path = str(tmp_path / "mae_tiny_distill_400e.pth.tar")
+  torch.save({"model": {k: torch.from_numpy(v) for k, v in mae.items()}}, path)
+  config.model.allow_random_init = False
+  config.model.pretrain_file = path
+  params, source = trainer.initial_params(config, 0)
+  assert source == path
+  # ViT block 0 by index; the extension block is MAE's last block (1), as the original initialises it.
+  np.testing.assert_array_equal(params["layer_0"]["attn"]["qkv"]["kernel"], mae["module.blocks.0.attn.qkv.weight"].T)
+  np.testing.assert_array_equal(params["layer_1"]["mlp"]["fc2"]["bias"], mae["module.blocks.1.mlp.fc2.bias"])
