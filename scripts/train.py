@@ -9,9 +9,10 @@ Any config field can be overridden: `--config.train.global_batch_size=256`, `--c
 `--config.dtype=bfloat16`. The resolved config is written to <workdir>/config.json; TensorBoard events and
 a text log of the metrics go to <workdir>, checkpoints to <workdir>/checkpoints.
 
-Multi-host (TPU slices): start the same command on every host (scripts/launch_tpu.sh does); with
---distributed=auto (default) `jax.distributed.initialize()` is called when the environment describes
-several workers (TPU VM metadata, or JAX_COORDINATOR_ADDRESS). The workdir must then be shared (gs://).
+Multi-host (TPU slices): start the same command on every host with --distributed=true (scripts/launch_tpu.sh
+does): `jax.distributed.initialize()` then finds the other hosts itself. --distributed=auto (default) calls it
+only when JAX_COORDINATOR_ADDRESS or a multi-host TPU_WORKER_HOSTNAMES is set (e.g. on GKE). The workdir
+must be shared between hosts (gs://).
 """
 
 import logging as py_logging
