@@ -136,13 +136,14 @@ def masked_layer_norm(x, token_mask, scale, bias, eps):
   Returns `[B, N, D]`: LayerNorm(x) for visible tokens and `bias` for masked ones (their normalised value is
   0/sqrt(eps) = 0). Both sums run over the full hidden size D, as the original's do.
   """
-  m = token_mask[..., None].astype(x.dtype)
-  d = x.shape[-1]
-  masked_x = x * m
-  mean = jnp.sum(masked_x, axis=-1, keepdims=True) / d
-  var = jnp.sum(jnp.square(masked_x - mean) * m, axis=-1, keepdims=True) / d
-  x_norm = (masked_x - mean) * jax.lax.rsqrt(var + eps)
-  return x_norm * scale + bias
+  # For a visible token (mask 1) the original's statistics are the plain LayerNorm's; for a masked one
+  # x * 0 = 0 gives mean 0, variance 0 and output `bias`. Selecting per token computes the same values
+  # without multiplying every element by the mask twice.
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  centred = x - mean
+  var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
+  normed = centred * jax.lax.rsqrt(var + eps) * scale + bias
+  return jnp.where(token_mask[..., None], normed, bias)
 
 
 class MaskedLayerNorm(nn.Module):
