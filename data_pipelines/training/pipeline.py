@@ -27,8 +27,8 @@ from data_pipelines.training import sampler
 
 SKIP_REASONS = ("unreadable_image", "bad_box", "rejected_crop")
 MAX_REDRAWS = 100
-FRAME_READ_THREADS = 8
 FRAME_READ_AHEAD = 4  # batches in flight per process
+FRAME_READ_THREADS = FRAME_READ_AHEAD  # grain uses at most one thread per buffered element
 
 
 class BadSample(Exception):
