@@ -63,6 +63,18 @@ def check_params_fit(params, config, directory: str, meta: dict) -> None:
                      f"fit config stage={config.stage}, depth={config.model.depth}:\n  {shown}")
 
 
+def load_any_params(path: str) -> tuple[dict, dict]:
+  """Params (numpy) and metadata from a params checkpoint (`save_params`), or from a training run's workdir
+  or its `checkpoints` folder (the latest step; the metadata then also holds `step`)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no checkpoint at {path}")
+  if os.path.isdir(os.path.join(path, "checkpoints")) or not os.path.exists(os.path.join(path, "params")):
+    from fartrack_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+    params, meta, step = checkpointing.load_train_params(path)
+    return params, dict(meta, step=step)
+  return load_params(path)
+
+
 def _source_config(config, meta: dict):
   """`config` with the stage and model section of the checkpoint described by `meta`."""
   source = config.copy_and_resolve_references()
@@ -91,8 +103,7 @@ def load_pretrained(path: str, config, init_params, allow_pickle: bool = False):
   from fartrack_jax import convert, model as model_lib, torch_io  # pylint: disable=g-import-not-at-top
   spec = model_lib.ModelSpec.from_config(config)
   if os.path.isdir(path):
-    from fartrack_jax.training import export  # pylint: disable=g-import-not-at-top
-    params, meta = export.load_any_params(path)  # params checkpoint or a training run's latest step
+    params, meta = load_any_params(path)
     source_spec = model_lib.ModelSpec.from_config(_source_config(config, meta))
     state_dict = convert.flax_to_torch(params, source_spec)
     kind = "net"

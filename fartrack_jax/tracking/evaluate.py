@@ -24,24 +24,15 @@ def params_for(config, checkpoint: str, seed: int = 0):
   run's workdir or its `checkpoints` folder (scripts/train.py: the latest step), or an original `.pth.tar`."""
   from fartrack_jax import checkpoints  # pylint: disable=g-import-not-at-top
   if os.path.isdir(checkpoint):
-    if os.path.isdir(os.path.join(checkpoint, "checkpoints")) or _is_train_checkpoints(checkpoint):
-      from fartrack_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
-      params, meta, _ = checkpointing.load_train_params(checkpoint)
-      checkpoints.check_params_fit(params, config, checkpoint, meta)
-      return params
-    return checkpoints.load_params_for(checkpoint, config)[0]
+    params, meta = checkpoints.load_any_params(checkpoint)
+    checkpoints.check_params_fit(params, config, checkpoint, meta)
+    return params
   import jax  # pylint: disable=g-import-not-at-top
   from fartrack_jax import convert, model as model_lib, torch_io  # pylint: disable=g-import-not-at-top
   _, sd = torch_io.load_state_dict(checkpoint)
   init = model_lib.init_params(model_lib.build_model(config), jax.random.key(seed))
   params, _ = convert.torch_to_flax(sd, model_lib.ModelSpec.from_config(config), init)
   return params
-
-
-def _is_train_checkpoints(directory: str) -> bool:
-  """A CheckpointManager folder: numbered step directories, no params checkpoint of its own."""
-  entries = os.listdir(directory)
-  return bool(entries) and any(e.isdigit() for e in entries) and "params" not in entries
 
 
 def result_paths(results_dir: str, name: str) -> tuple[str, str]:

@@ -8,7 +8,6 @@ and the sparse stage's `model.pretrain_pth` load it like any other.
 
 from __future__ import annotations
 
-import os
 
 from fartrack_jax import checkpoints, convert
 
@@ -28,21 +27,10 @@ def variant_config(config, depth: int):
   return config_lib.validate_config(out)
 
 
-def load_any_params(source: str) -> tuple[dict, dict]:
-  """Params and metadata from a params checkpoint, or from a training workdir / checkpoints folder."""
-  if not os.path.exists(source):
-    raise FileNotFoundError(f"no checkpoint at {source}")
-  if os.path.isdir(os.path.join(source, "checkpoints")) or not os.path.exists(os.path.join(source, "params")):
-    from fartrack_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
-    params, meta, step = checkpointing.load_train_params(source)
-    return params, dict(meta, step=step)
-  return checkpoints.load_params(source)
-
-
 def export_variant(source: str, config, depth: int, output: str) -> dict:
   """Writes the first `depth` layers of the params at `source` (trained with `config`) to `output`.
   Returns the metadata written."""
-  params, meta = load_any_params(source)
+  params, meta = checkpoints.load_any_params(source)
   if int(meta.get("depth", config.model.depth)) < depth:
     raise ValueError(f"{source} has {meta.get('depth')} layers; cannot export depth {depth}")
   checkpoints.check_params_fit(params, config, source, meta)
