@@ -56,12 +56,6 @@ class TrainCheckpoints:
         meta=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["meta"])
 
-  def restore_meta(self, step: int) -> dict:
-    return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
-
-  def wait(self) -> None:
-    self._manager.wait_until_finished()
-
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
