@@ -48,13 +48,6 @@ class TrainResult:
   resumed_from: int | None
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, path)
-
-
 def _resolve_pretrained(path: str) -> str:
   """A relative file name is looked up in the working directory, then in `pretrained_models/` beside it
   (where the original keeps `mae_tiny_distill_400e.pth.tar`)."""
@@ -91,7 +84,8 @@ def initial_params(config, seed: int) -> tuple[dict, str]:
 
 def _default_data(config, workdir: str, split: str, per_process_batch: int, seed: int,
                   num_examples: int | None = None):
-  """Training or validation batches for a frame-level stage, this process's shard."""
+  """Training or validation batches of the config's stage (frame pairs, or clips for the sparse stage),
+  this process's shard."""
   # Imported here: the data package pulls OpenCV and grain, which only the training run needs.
   from data_pipelines.training import build, pipeline  # pylint: disable=g-import-not-at-top
   if config.run.tfds_data_dir:
@@ -103,14 +97,12 @@ def _default_data(config, workdir: str, split: str, per_process_batch: int, seed
     datasets = build.train_datasets_from_config(config, roots, cache_dir, split=split)
   if config.stage == "fartrack_sparse":
     from data_pipelines.training import clips  # pylint: disable=g-import-not-at-top
-    examples = build.clip_examples_from_config(config, datasets, seed, split=split)
-    return clips.clip_dataset(examples, per_process_batch, shard_index=jax.process_index(),
-                              shard_count=jax.process_count(), num_workers=config.run.num_workers,
-                              num_examples=num_examples)
-  examples = build.frame_examples_from_config(config, datasets, seed, split=split)
-  return pipeline.frame_dataset(examples, per_process_batch, shard_index=jax.process_index(),
-                                shard_count=jax.process_count(), num_workers=config.run.num_workers,
-                                num_examples=num_examples)
+    examples, dataset_fn = build.clip_examples_from_config(config, datasets, seed, split=split), clips.clip_dataset
+  else:
+    examples = build.frame_examples_from_config(config, datasets, seed, split=split)
+    dataset_fn = pipeline.frame_dataset
+  return dataset_fn(examples, per_process_batch, shard_index=jax.process_index(),
+                    shard_count=jax.process_count(), num_workers=config.run.num_workers, num_examples=num_examples)
 
 
 def default_loss_fn(config):
@@ -136,7 +128,9 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
-    write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+    from data_pipelines.benchmarks import annotation_files  # pylint: disable=g-import-not-at-top
+    annotation_files.write_text_atomic(os.path.join(workdir, "config.json"),
+                                       json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str))
 
   mesh = steps.make_train_mesh(config.run.fsdp)
   per_process_batch = steps.check_global_batch(int(config.train.global_batch_size), mesh)
@@ -147,8 +141,10 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
   data_fn = data_fn or _default_data
   train_data = data_fn(config, workdir, "train", per_process_batch, int(config.seed))
   train_iter = iter(train_data)
-  # Opened now so a wrong val root fails at the start too; batches are drawn afresh at each validation.
-  data_fn(config, workdir, "val", per_process_batch, int(config.seed) + 1, per_process_batch)
+  # Built now, so a wrong val root fails at the start too; each validation iterates it afresh, so it sees the
+  # same run.val_batches batches every time.
+  val_data = data_fn(config, workdir, "val", per_process_batch, int(config.seed) + 1,
+                     int(config.run.val_batches) * per_process_batch * jax.process_count())
 
   loss_fn = loss_fn or default_loss_fn(config)
   ckpts = checkpointing.TrainCheckpoints(os.path.join(workdir, "checkpoints"), keep=config.run.keep_checkpoints,
@@ -156,14 +152,15 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
   latest = ckpts.latest_step()
   if latest is None:
     params, source = initial_params(config, int(config.seed))
-  else:
-    params, source = model_lib.init_params(model_lib.build_model(config, "float32"), jax.random.PRNGKey(0)), None
+  else:  # only the shapes: the values come from the checkpoint
+    net = model_lib.build_model(config, "float32")
+    params = jax.eval_shape(lambda: model_lib.init_params(net, jax.random.PRNGKey(0)))
   tx, schedules = optim.make_optimizer(config, params)
-  shapes = jax.eval_shape(lambda p: steps.init_state(p, tx, int(config.seed)), params)
+  build_state = lambda p: steps.init_state(p, tx, int(config.seed))
+  shapes = jax.eval_shape(build_state, params)
   shardings = steps.state_shardings(shapes, mesh)
   if latest is None:
-    params = jax.device_put(params, shardings["params"])
-    state = jax.jit(lambda p: steps.init_state(p, tx, int(config.seed)), out_shardings=shardings)(params)
+    state = jax.jit(build_state, out_shardings=shardings)(jax.device_put(params, shardings["params"]))
     logger.info("starting from %s", source)
   else:
     state, _ = ckpts.restore(latest, checkpointing.abstract_like(shapes, shardings), train_iter)
@@ -222,7 +219,7 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
         writer.write_scalars(step, scalars)
         window, window_start, window_samples = {}, time.monotonic(), 0
       if step % config.run.val_every_steps == 0 or step == total:
-        val_metrics = _validate(config, workdir, data_fn, eval_step, state, per_process_batch, data_sharding)
+        val_metrics = _validate(val_data, int(config.run.val_batches), eval_step, state, data_sharding)
         writer.write_scalars(step, {f"val/{k}": v for k, v in val_metrics.items()})
       if step % config.run.checkpoint_every_steps == 0 or step == total:
         ckpts.save(step, state, train_iter, dict(meta, step=step), force=step == total)
@@ -233,14 +230,11 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
                      skipped_samples={r: int(n) for r, n in zip(reasons, skipped)}, resumed_from=latest)
 
 
-def _validate(config, workdir, data_fn, eval_step, state, per_process_batch, data_sharding) -> dict[str, float]:
-  """Mean metrics over `run.val_batches` batches of the val split, the same batches every time."""
-  n = int(config.run.val_batches)
-  data = data_fn(config, workdir, "val", per_process_batch, int(config.seed) + 1, n * per_process_batch *
-                 jax.process_count())
+def _validate(val_data, n: int, eval_step, state, data_sharding) -> dict[str, float]:
+  """Mean metrics over the first `n` batches of `val_data` (a fresh iterator: the same batches every time)."""
   sums: dict[str, float] = {}
   count = 0
-  for batch in data:
+  for batch in val_data:
     batch = dict(batch)
     batch.pop("skips", None)
     out = jax.device_get(eval_step(state, steps.device_batch(batch, data_sharding)))
