@@ -54,6 +54,18 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
     print("  ".join(_fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths)))
 
 
+def report(rows: list[dict], columns: list[str], json_path: str | None = None) -> None:
+  """The end of every benchmark script: `rows` as a table on stdout (or a line saying there are none) and,
+  with `json_path`, as JSON there."""
+  if rows:
+    print_table(rows, columns)
+  else:
+    print("no rows were run")
+  if json_path:
+    write_json(json_path, rows)
+    print(f"wrote {json_path}")
+
+
 def _fmt(v) -> str:
   if v is None:
     return "-"

@@ -217,12 +217,9 @@ def main(argv):
     if _DATA_DIR.value is None:
       shutil.rmtree(data_dir, ignore_errors=True)
   print()
-  benchmark.print_table(rows, ["pipeline", "variant", "workers", "batch_size", "samples_per_s", "frames_per_s",
-                               "clips_or_pairs", "peak_rss_mb", "warmup_s", "read_threads", "frame_size",
-                               "cores"])
-  if _JSON.value:
-    benchmark.write_json(_JSON.value, rows)
-    print(f"wrote {_JSON.value}")
+  benchmark.report(rows, ["pipeline", "variant", "workers", "batch_size", "samples_per_s", "frames_per_s",
+                           "clips_or_pairs", "peak_rss_mb", "warmup_s", "read_threads", "frame_size", "cores"],
+                   _JSON.value)
 
 
 if __name__ == "__main__":

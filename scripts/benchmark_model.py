@@ -101,11 +101,8 @@ def main(argv):
       line += f"; torch: median {t['median_ms']:.2f} ms (jax {rows[-2]['speedup_vs_torch']:.2f}x faster)"
     print(line, flush=True)
   print()
-  benchmark.print_table(rows, ["variant", "framework", "median_ms", "min_ms", "runs", "speedup_vs_torch",
-                               "device"])
-  if _JSON.value:
-    benchmark.write_json(_JSON.value, rows)
-    print(f"wrote {_JSON.value}")
+  benchmark.report(rows, ["variant", "framework", "median_ms", "min_ms", "runs", "speedup_vs_torch", "device"],
+                   _JSON.value)
 
 
 if __name__ == "__main__":

@@ -82,10 +82,7 @@ def main(argv):
                    "sequences": len(sequences), "frames": len(sequences) * _NUM_FRAMES.value})
       print(f"{variant}: batch {batch}: {fps:.1f} frames/s", flush=True)
   print()
-  benchmark.print_table(rows, ["variant", "measure", "median_ms", "min_ms", "frames_per_s", "device"])
-  if _JSON.value:
-    benchmark.write_json(_JSON.value, rows)
-    print(f"wrote {_JSON.value}")
+  benchmark.report(rows, ["variant", "measure", "median_ms", "min_ms", "frames_per_s", "device"], _JSON.value)
 
 
 if __name__ == "__main__":

@@ -63,13 +63,7 @@ def main(argv):
                                         warmup=_WARMUP.value, dtype=_DTYPE.value, fsdp=_FSDP.value,
                                         clip_lengths=clip_lengths, log=lambda s: print(s, flush=True))
   print()
-  if rows:
-    benchmark.print_table(rows, list(train_benchmark.COLUMNS))
-  else:
-    print("no rows were run")
-  if _JSON.value:
-    benchmark.write_json(_JSON.value, rows)
-    print(f"wrote {_JSON.value}")
+  benchmark.report(rows, list(train_benchmark.COLUMNS), _JSON.value)
 
 
 if __name__ == "__main__":
