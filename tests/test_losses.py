@@ -437,6 +437,17 @@ def _frame_batch(torch, rng, batch):
                  "search_anno": torch.from_numpy(boxes.copy())[None]}
 
 
+def _single_layer_diffs(loss, metrics, grad, theirs_loss, status, feat):
+  """|ours - original| of the loss, every logged term and the logits' gradient, for the actors that score
+  one layer (stage 1, stage 3). Ours: `[N, 4, V]` gradient; theirs: `feat.grad` `[4, N, V]`."""
+  return {"loss": abs(float(loss) - theirs_loss.item()),
+          "siou": abs(float(metrics["siou"]) - status["Loss/giou"]),
+          "ce": abs(float(metrics["ce"]) - status["Loss/location"]),
+          "l1": abs(float(metrics["l1"]) - status["Loss/l1"]),
+          "iou": abs(float(metrics["iou"]) - status["IoU"]),
+          "grad": np.abs(np.swapaxes(np.asarray(grad), 0, 1) - feat.grad.numpy()).max()}
+
+
 def _torch_logits(torch, logits):
   """Ours [..., B, 4, V] -> the original's `feat` layout [4, B, V], as a leaf that collects gradients."""
   return torch.from_numpy(np.ascontiguousarray(np.swapaxes(logits, -3, -2))).requires_grad_(True)
@@ -478,12 +489,7 @@ def test_frame_loss_and_gradients_equal_the_stage1_actors(original):
 
   (loss, metrics), grad = jax.value_and_grad(
       lambda x: losses.frame_loss(x, tokens, config), has_aux=True)(logits)
-  diffs = {"loss": abs(float(loss) - theirs_loss.item()),
-           "siou": abs(float(metrics["siou"]) - status["Loss/giou"]),
-           "ce": abs(float(metrics["ce"]) - status["Loss/location"]),
-           "l1": abs(float(metrics["l1"]) - status["Loss/l1"]),
-           "iou": abs(float(metrics["iou"]) - status["IoU"]),
-           "grad": np.abs(np.swapaxes(np.asarray(grad), 0, 1) - feat.grad.numpy()).max()}
+  diffs = _single_layer_diffs(loss, metrics, grad, theirs_loss, status, feat)
   print("stage 1 max |ours - original|:", {k: f"{v:.3g}" for k, v in diffs.items()})
   assert all(v < _ATOL for v in diffs.values()), diffs  # NaN fails too
 
@@ -543,11 +549,6 @@ def test_sequence_loss_and_gradients_equal_the_sparse_actors(original):
 
   (loss, metrics), grad = jax.value_and_grad(
       lambda x: losses.sequence_loss(x, boxes, config), has_aux=True)(logits)
-  diffs = {"loss": abs(float(loss) - theirs_loss.item()),
-           "siou": abs(float(metrics["siou"]) - status["Loss/giou"]),
-           "ce": abs(float(metrics["ce"]) - status["Loss/location"]),
-           "l1": abs(float(metrics["l1"]) - status["Loss/l1"]),
-           "iou": abs(float(metrics["iou"]) - status["IoU"]),
-           "grad": np.abs(np.swapaxes(np.asarray(grad), 0, 1) - feat.grad.numpy()).max()}
+  diffs = _single_layer_diffs(loss, metrics, grad, theirs_loss, status, feat)
   print("stage 3 max |ours - original|:", {k: f"{v:.3g}" for k, v in diffs.items()})
   assert all(v < _ATOL for v in diffs.values()), diffs  # NaN fails too
