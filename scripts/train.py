@@ -93,7 +93,12 @@ def main(argv):
     file_handler.setFormatter(py_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     file_handler.addFilter(quiet)
     logging.get_absl_logger().addHandler(file_handler)
-  result = trainer.train(config, _WORKDIR.value)
+  from data_pipelines.training import datasets  # pylint: disable=g-import-not-at-top
+  from fartrack_jax import convert  # pylint: disable=g-import-not-at-top
+  try:
+    result = trainer.train(config, _WORKDIR.value)
+  except (datasets.DatasetError, convert.ConversionError, FileNotFoundError, trainer.NonFiniteLossError) as e:
+    raise SystemExit(f"error: {e}") from None
   print(f"done: step {result.step}; last train metrics "
         + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.last_metrics.items()) if k != "finite")
         + "; val " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.val_metrics.items()))
