@@ -135,3 +135,70 @@ def test_tracker_parity_with_the_original_on_a_synthetic_sequence(stage):
                              [("s", list(frames), boxes[0])])["s"][0]
   # Float32 logits agree to ~1e-5; boxes in pixels to ~1e-4.
   np.testing.assert_allclose(ours, theirs, atol=1e-3)
+
+
+def _jpeg_sequences(root, lengths, size=(96, 72)):
+  """Synthetic sequences written as JPEG files: the pipelined loop reads them in its worker threads."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  out = []
+  for i, length in enumerate(lengths):
+    frames, boxes = synthetic.render_sequence(np.random.default_rng(20 + i), length, size)
+    paths = []
+    for t, frame in enumerate(frames):
+      path = os.path.join(root, f"seq{i}", f"{t:04d}.jpg")
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      assert cv2.imwrite(path, frame)
+      paths.append(path)
+    out.append((f"seq{i}", paths, boxes[0]))
+  return out
+
+
+@pytest.mark.parametrize("batch,threads", [(1, 1), (2, 3)])
+def test_pipelined_loop_gives_the_serial_loops_boxes(tmp_path, batch, threads):
+  # Sequences of 9, 4, 1, 7 and 5 frames: with 2 slots, slots are refilled mid-run, and the 1-frame
+  # sequence ends at its refill. Same compiled step, same crops: the boxes must be equal, not close.
+  seqs = _jpeg_sequences(str(tmp_path), [9, 4, 1, 7, 5])
+  _, _, tracker = _smoke_tracker(batch=batch)
+  serial_order, pipelined_order = [], []
+  serial = trk.track_sequences_serial(tracker, seqs, progress=lambda key, n: serial_order.append(key))
+  log = []
+  pipelined = trk.track_sequences(tracker, seqs, threads=threads, prefetch=3, step_log=log,
+                                  progress=lambda key, n: pipelined_order.append(key))
+  assert pipelined.keys() == serial.keys() == {f"seq{i}" for i in range(5)}
+  assert pipelined_order == serial_order  # sequences are handed out in the same (completion) order
+  for key, paths, init_box in seqs:
+    assert pipelined[key][0].shape == (len(paths), 4) and pipelined[key][1].shape == (len(paths),)
+    np.testing.assert_array_equal(pipelined[key][0][0], init_box)
+    np.testing.assert_array_equal(pipelined[key][0], serial[key][0], err_msg=key)
+  # One step per tracked frame of the longest chain of slots, each one's result after its dispatch.
+  assert all(ready >= dispatched for dispatched, ready in log)
+  assert len(log) == (21 if batch == 1 else 12)
+
+
+def test_an_unreadable_frame_in_a_worker_names_the_file_and_keeps_finished_sequences(tmp_path):
+  # The network is a stand-in, so this checks the loop alone: seq2's 4th frame is not an image; seq0 and
+  # seq1 end before it is needed and must be handed out; the error names the file; no thread is left.
+  import threading  # pylint: disable=g-import-not-at-top
+  seqs = _jpeg_sequences(str(tmp_path), [3, 2, 6, 4], size=(64, 48))
+  bad = seqs[2][1][3]
+  with open(bad, "wb") as f:
+    f.write(b"not a jpeg")
+  config = load_config("fartrack_sparse")
+  done = []
+  with pytest.raises(FileNotFoundError, match=f"cannot read image {bad}"):
+    trk.track_sequences(trk.StandInTracker(config, batch=2), seqs, threads=2,
+                        on_done=lambda key, boxes, times: done.append((key, len(boxes))))
+  assert done == [("seq1", 2), ("seq0", 3)]
+  assert not [t for t in threading.enumerate() if t.name.startswith("track")]
+
+
+def test_stand_in_tracker_keeps_the_box_in_place():
+  # The host-only benchmark's stand-in answers the previous box's centre with its area as a square: after
+  # mapping back, the centre stays (to float rounding) and the side is the crop side / search factor.
+  config = load_config("fartrack_sparse")
+  seqs = _sequences(1, [5])
+  boxes = trk.track_sequences(trk.StandInTracker(config, batch=1), seqs, threads=1)["seq0"][0]
+  x, y, w, h = seqs[0][2]
+  side = np.ceil(np.sqrt(w * h) * config.test.search_factor) / config.test.search_factor
+  np.testing.assert_allclose(boxes[1:, 0] + boxes[1:, 2] / 2, x + w / 2, atol=1e-3)
+  np.testing.assert_allclose(boxes[1, 2:], [side, side], atol=1e-3)

@@ -23,6 +23,7 @@ stage picks which.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import flax
@@ -111,6 +112,9 @@ class BatchTracker:
         count=put(np.zeros(shape(), np.int32)),
         pending_mask=put(np.ones(shape(s.tokens_per_template), bool)))
     self._put = put
+    # Templates stored per slot, mirrored on the host so that a step checks the capacity without waiting
+    # for the previous step's memory.
+    self._count = np.zeros((batch,), np.int64)
     self._start = jax.jit(self._start_impl, donate_argnums=0)
     self._step = jax.jit(self._step_impl, donate_argnums=1)
 
@@ -167,17 +171,48 @@ class BatchTracker:
     do_start = np.zeros((self.batch,), bool)
     for slot, crop in slots_templates.items():
       template[slot], do_start[slot] = crop, True
+      self._count[slot] = 1
     self.memory = self._start(self.memory, self._put(template), self._put(do_start))
 
-  def step(self, search: np.ndarray, template: np.ndarray, append: np.ndarray, resize_factor: np.ndarray):
-    """One frame for every slot. Returns `(crop_boxes [B, 4] float32, keep_masks [B, 4, P_z])` on the host."""
-    count = np.asarray(self.memory.count)
-    if np.any(count + append.astype(np.int32) > self.tc.capacity):
+  def step_async(self, search: np.ndarray, template: np.ndarray, append: np.ndarray,
+                 resize_factor: np.ndarray):
+    """Dispatches one frame for every slot and returns at once: `(crop_boxes [B, 4] float32,
+    keep_masks [B, 4, P_z])` as device arrays, ready when the step is."""
+    count = self._count + append.astype(np.int64)
+    if np.any(count > self.tc.capacity):
       raise ValueError(f"template memory full ({self.tc.capacity} frames): raise the capacity")
+    self._count = count
     self.memory, crop_box, keep = self._step(
         self.params, self.memory, self._put(search), self._put(template), self._put(append),
         self._put(resize_factor.astype(np.float32)))
+    return crop_box, keep
+
+  def step(self, search: np.ndarray, template: np.ndarray, append: np.ndarray, resize_factor: np.ndarray):
+    """One frame for every slot. Returns `(crop_boxes [B, 4] float32, keep_masks [B, 4, P_z])` on the host."""
+    crop_box, keep = self.step_async(search, template, append, resize_factor)
     return np.asarray(crop_box), np.asarray(keep)
+
+
+class StandInTracker:
+  """`BatchTracker`'s host protocol with the network replaced by an instant answer, for timing the host
+  path alone (decoding, crops, box mapping): every step returns the search crop's centre with the box's
+  area kept as a square, so the box stays put and every crop costs what a real one does."""
+
+  def __init__(self, config, batch: int, capacity: int = 1):
+    self.tc = TrackerConfig.from_config(config, capacity)
+    self.batch = batch
+
+  def start(self, slots_templates) -> None:
+    del slots_templates
+
+  def step_async(self, search, template, append, resize_factor):
+    del search, template, append
+    side = self.tc.search_size / np.asarray(resize_factor, np.float64)  # the crop's side in image pixels
+    size = side / self.tc.search_factor
+    return np.stack([side / 2, side / 2, size, size], axis=-1).astype(np.float32), None
+
+  def step(self, search, template, append, resize_factor):
+    return self.step_async(search, template, append, resize_factor)
 
 
 @dataclasses.dataclass
@@ -188,6 +223,9 @@ class _Slot:
   index: int = 0
   box: list = dataclasses.field(default_factory=list)
   pending_template: np.ndarray | None = None
+  reads: Any = None       # the pipelined loop's `_Reads`
+  image: Any = None       # the pipelined loop's frame being tracked
+  started: float = 0.0
   boxes: list = dataclasses.field(default_factory=list)
   times: list = dataclasses.field(default_factory=list)
 
@@ -200,13 +238,163 @@ def read_rgb(path: str) -> np.ndarray:
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def track_sequences(tracker: BatchTracker, sequences, on_done=None, read_image=read_rgb, progress=None):
+def track_sequences(tracker: BatchTracker, sequences, on_done=None, read_image=read_rgb, progress=None,
+                    threads: int | None = None, prefetch: int = 2, step_log=None):
   """Tracks `sequences` (iterable of `(key, frames, init_box)`; frames: paths or arrays) `tracker.batch`
   at a time, refilling a slot with the next sequence as soon as one ends.
 
   Calls `on_done(key, boxes [N, 4] float64 xywh, times [N] s)` per finished sequence (in completion order)
-  and returns `{key: (boxes, times)}` when `on_done` is None. Frame 0's box is the initial box.
+  and returns `{key: (boxes, times)}` when `on_done` is None. Frame 0's box is the initial box; a frame's
+  time is the time between two step results divided by the active sequences.
+
+  Pipelined, with the boxes of `track_sequences_serial` (the same crops of the same frames go into the same
+  steps): a pool of `threads` (default: the CPU count) decodes each sequence's next `prefetch` frames and
+  the first frames of the sequences due next; as soon as a step's boxes arrive, every slot's template crop
+  (of the frame just tracked) and search crop (of the next frame) are cut in the pool at once; the next step
+  is dispatched without waiting for it, and the host hands out finished sequences and queues reads while it
+  runs. A frame that cannot be read raises its error here (naming the file), after the sequences finished
+  before it were handed out. `step_log` gets `(dispatched, ready)` perf_counter times per step.
   """
+  import collections  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  from concurrent import futures  # pylint: disable=g-import-not-at-top
+  tc = tracker.tc
+  tz, tx = tc.template_size, tc.search_size
+  queue = iter(sequences)
+  slots: list[_Slot | None] = [None] * tracker.batch
+  upcoming = collections.deque()   # the next sequences, their first frames being read
+  finished = []                    # sequences to hand out while the next step runs
+  results = {}
+  pool = futures.ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="track")
+
+  def load(frame):
+    return read_image(frame) if isinstance(frame, str) else frame
+
+  def top_up():
+    while len(upcoming) < tracker.batch:
+      item = next(queue, None)
+      if item is None:
+        return
+      key, frames, init_box = item
+      reads = _Reads(pool, frames, load)
+      reads.ahead(min(2, len(frames)))
+      upcoming.append((key, frames, init_box, reads))
+
+  def hand_out():
+    while finished:
+      slot = finished.pop(0)
+      boxes, times = np.asarray(slot.boxes, np.float64), np.asarray(slot.times, np.float64)
+      if on_done is None:
+        results[slot.key] = (boxes, times)
+      else:
+        on_done(slot.key, boxes, times)
+      if progress is not None:
+        progress(slot.key, len(slot.boxes))
+
+  try:
+    top_up()
+    in_flight = None  # (crop boxes of the step running, its active slots, resize factors)
+    last_ready = time.perf_counter()
+    while True:
+      template_jobs = {}
+      if in_flight is not None:
+        crop_box, active, factors = in_flight
+        crop_boxes = np.asarray(crop_box)
+        ready = time.perf_counter()
+        if step_log is not None:
+          step_log[-1] = (step_log[-1][0], ready)
+        per_frame, last_ready = (ready - last_ready) / len(active), ready
+        for i in active:
+          slot = slots[i]
+          height, width = slot.image.shape[:2]
+          new_box = crop_lib.map_box_back(crop_boxes[i], slot.box, float(factors[i]), tx)
+          slot.box = crop_lib.clip_box(new_box, height, width, margin=tc.margin)
+          slot.boxes.append(list(slot.box))
+          slot.times.append(per_frame)
+          slot.index += 1
+          if slot.index == len(slot.frames):
+            finished.append(slot)
+            slots[i] = None
+          else:
+            template_jobs[i] = pool.submit(crop_lib.sample_target, slot.image, slot.box, tc.template_factor, tz)
+      start_jobs = {}
+      for i in range(tracker.batch):
+        while slots[i] is None:
+          top_up()
+          if not upcoming:
+            break
+          key, frames, init_box, reads = upcoming.popleft()
+          slot = _Slot(key, frames, 1, [float(v) for v in init_box])
+          slot.reads, slot.started = reads, time.perf_counter()
+          slot.boxes.append(list(slot.box))
+          first = reads.get(0)
+          if len(frames) == 1:
+            slot.times.append(time.perf_counter() - slot.started)
+            finished.append(slot)
+            continue
+          slots[i] = slot
+          start_jobs[i] = pool.submit(crop_lib.sample_target, first, slot.box, tc.template_factor, tz)
+      active = [i for i, s in enumerate(slots) if s is not None]
+      if not active:
+        break
+      search_jobs = {}
+      for i in active:
+        slot = slots[i]
+        slot.image = slot.reads.get(slot.index)
+        search_jobs[i] = pool.submit(crop_lib.sample_target, slot.image, slot.box, tc.search_factor, tx)
+      search = np.zeros((tracker.batch, tx, tx, 3), np.uint8)
+      template = np.zeros((tracker.batch, tz, tz, 3), np.uint8)
+      append = np.zeros((tracker.batch,), bool)
+      factors = np.ones((tracker.batch,), np.float64)  # float64 on the host, as the original's Python floats
+      for i in active:
+        search[i], factors[i] = search_jobs[i].result()
+        if i in template_jobs:
+          template[i], append[i] = template_jobs[i].result()[0], True
+      if start_jobs:
+        starts = {}
+        for i, job in start_jobs.items():
+          starts[i] = job.result()[0]
+          slots[i].times.append(time.perf_counter() - slots[i].started)
+        tracker.start(starts)
+      crop_box, _ = tracker.step_async(search, template, append, factors)
+      if step_log is not None:
+        step_log.append((time.perf_counter(), None))
+      in_flight = (crop_box, active, factors)
+      # While the step runs: hand out finished sequences, read ahead.
+      hand_out()
+      for i in active:
+        slots[i].reads.ahead(slots[i].index + 1 + prefetch)
+      top_up()
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
+    hand_out()
+  return results
+
+
+class _Reads:
+  """One sequence's frames, read in the pool ahead of their use."""
+
+  def __init__(self, pool, frames, load):
+    self._pool, self._frames, self._load = pool, frames, load
+    self._jobs = {}
+    self._next = 0
+
+  def ahead(self, end: int) -> None:
+    """Queues the reads of the frames before `end`."""
+    while self._next < min(end, len(self._frames)):
+      self._jobs[self._next] = self._pool.submit(self._load, self._frames[self._next])
+      self._next += 1
+
+  def get(self, index: int):
+    self.ahead(index + 1)
+    return self._jobs.pop(index).result()
+
+
+def track_sequences_serial(tracker: BatchTracker, sequences, on_done=None, read_image=read_rgb,
+                           progress=None, step_log=None):
+  """`track_sequences` in one thread, each step awaited before any host work for the next frame starts:
+  the reference the pipelined loop must match box for box, and the baseline its benchmark compares with.
+  `step_log` gets `(dispatched, ready)` perf_counter times per step."""
   import time  # pylint: disable=g-import-not-at-top
   tc = tracker.tc
   queue = iter(sequences)
@@ -264,7 +452,10 @@ def track_sequences(tracker: BatchTracker, sequences, on_done=None, read_image=r
       search[i], factors[i] = crop_lib.sample_target(image, slot.box, tc.search_factor, tx)
       if slot.pending_template is not None:
         template[i], append[i] = slot.pending_template, True
+    dispatched = time.perf_counter()
     crop_boxes, _ = tracker.step(search, template, append, factors)
+    if step_log is not None:
+      step_log.append((dispatched, time.perf_counter()))
     elapsed = time.perf_counter() - start
     active = [i for i, s in enumerate(slots) if s is not None]
     for i in active:
