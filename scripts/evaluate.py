@@ -7,6 +7,7 @@ r"""Runs the tracker over a benchmark and writes pytracking result files (resuma
 --checkpoint is an orbax params directory written by scripts/convert_torch.py, or an original .pth.tar
 (converted in memory). Sequences already complete in --results-dir are skipped, so a killed run resumes.
 --submission-zip F packages got10k_test / trackingnet results in the server's format.
+--json F writes {"frames", "seconds", "frames_per_s", "batch"} of the run (compile included) to F.
 --batch-sequences N tracks N sequences at once (vmapped, and sharded over all local devices when N divides
 over them); results are identical to tracking them one at a time with the same N.
 """
@@ -35,6 +36,7 @@ _SEQUENCES = flags.DEFINE_list("sequences", None, "Only these sequences.")
 _BATCH = flags.DEFINE_integer("batch_sequences", 1, "Sequences tracked at once (also --batch-sequences).")
 _SUBMISSION = flags.DEFINE_string("submission_zip", None, "got10k_test / trackingnet: also package the "
                                   "results in the server's format into this zip (also --submission-zip).")
+_JSON = flags.DEFINE_string("json", None, "Write the run's frames, seconds, frames/s and batch as JSON here.")
 _SHARD = flags.DEFINE_bool("shard", True, "Shard the batch over all local devices when it divides.")
 
 
@@ -61,8 +63,17 @@ def main(argv):
     mesh = sharding.data_mesh(n)
   print(f"{len(sequences)} sequences of {_DATASET.value}; batch {_BATCH.value}; devices {n}"
         f"{' (sharded)' if mesh is not None else ''}", flush=True)
-  evaluate.evaluate(config, params, sequences, _RESULTS_DIR.value, _BATCH.value, mesh,
-                    log=lambda msg: print(msg, flush=True))
+  try:
+    run = evaluate.evaluate(config, params, sequences, _RESULTS_DIR.value, _BATCH.value, mesh,
+                            log=lambda msg: print(msg, flush=True))
+  except FileNotFoundError as e:  # an unreadable frame; the sequences finished before it are written
+    raise SystemExit(f"error: {e}") from None
+  if _JSON.value:
+    import json  # pylint: disable=g-import-not-at-top
+    from data_pipelines.benchmarks import annotation_files  # pylint: disable=g-import-not-at-top
+    fields = {"frames": run["frames"], "seconds": run["seconds"], "frames_per_s": run["frames_per_s"],
+              "batch": _BATCH.value}
+    annotation_files.write_text_atomic(_JSON.value, json.dumps(fields, indent=1) + "\n")
   if _SUBMISSION.value:
     path = evaluate.package_submission(_RESULTS_DIR.value, _DATASET.value, sequences, _SUBMISSION.value)
     print(f"wrote the {_DATASET.value} submission {path}")

@@ -1,5 +1,6 @@
 """Offline evaluation: result files, resume after a kill, batch independence, submissions, video script."""
 
+import json
 import os
 import subprocess
 import sys
@@ -129,3 +130,33 @@ def test_track_video_script_writes_boxes_and_mp4(smoke, tmp_path):
   unreadable = _run("track_video.py", *common, f"--input={broken}", f"--init-box={box}",
                     f"--output-dir={tmp_path / 'out3'}")
   assert unreadable.returncode != 0 and "broken.mp4" in unreadable.stderr
+
+
+def test_evaluate_script_stops_at_an_unreadable_frame_resumes_and_writes_json(smoke, tmp_path):
+  # The third sequence's 4th frame is not an image: the run ends with one error line naming it, the two
+  # sequences tracked before it are written; with the frame repaired, a rerun tracks only the third and
+  # --json reports that run's frames.
+  config, params = smoke
+  root = str(tmp_path / "got10k")
+  synthetic.make_synthetic_dataset("got10k", root, num_sequences=3, num_frames=6, size=(96, 72), seed=5)
+  sequences = readers.load_dataset("got10k_val", root)
+  bad = sequences[2].frames[3]
+  original = open(bad, "rb").read()
+  with open(bad, "wb") as f:
+    f.write(b"not a jpeg")
+  out, report = str(tmp_path / "results"), str(tmp_path / "run.json")
+  args = ["--config=configs/fartrack_sparse.py:variant=smoke", f"--checkpoint={_params_dir(tmp_path, config, params)}",
+          "--dataset=got10k_val", f"--data-root={root}", f"--results-dir={out}", f"--json={report}"]
+  failed = _run("evaluate.py", *args)
+  assert failed.returncode != 0 and f"error: cannot read image {bad}" in failed.stderr
+  assert "Traceback" not in failed.stderr and not os.path.exists(report)
+  assert [evaluate.is_complete(out, s.name, 6) for s in sequences] == [True, True, False]
+  with open(bad, "wb") as f:
+    f.write(original)
+  resumed = _run("evaluate.py", *args)
+  assert resumed.returncode == 0, resumed.stderr
+  assert "2 of 3 sequences already complete" in resumed.stdout
+  assert all(evaluate.is_complete(out, s.name, 6) for s in sequences)
+  fields = json.loads(_read(report))
+  assert fields["frames"] == 6 and fields["batch"] == 1
+  assert fields["frames_per_s"] == pytest.approx(fields["frames"] / fields["seconds"])

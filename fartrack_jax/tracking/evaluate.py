@@ -63,15 +63,17 @@ def capacity_for(lengths, multiple: int = 256) -> int:
   return int(math.ceil(max(lengths) / multiple) * multiple)
 
 
-def evaluate(config, params, sequences, results_dir: str, batch: int = 1, mesh=None, log=print) -> dict:
-  """Tracks the `sequences` (reader `Sequence`s) not yet complete in `results_dir`. Returns counts."""
+def evaluate(config, params, sequences, results_dir: str, batch: int = 1, mesh=None, log=print,
+             threads: int | None = None) -> dict:
+  """Tracks the `sequences` (reader `Sequence`s) not yet complete in `results_dir`, reading and cropping
+  frames in `threads` host threads (default: the CPU count). Returns counts, seconds and frames/s."""
   os.makedirs(results_dir, exist_ok=True)
   todo = [s for s in sequences if not is_complete(results_dir, s.name, len(s.frames))]
   skipped = len(sequences) - len(todo)
   if skipped:
     log(f"{skipped} of {len(sequences)} sequences already complete in {results_dir}: skipped")
   if not todo:
-    return {"tracked": 0, "skipped": skipped, "frames": 0}
+    return {"tracked": 0, "skipped": skipped, "frames": 0, "seconds": 0.0, "frames_per_s": 0.0}
   tracker = trk.BatchTracker(config, params, batch=batch, capacity=capacity_for(len(s.frames) for s in todo),
                              mesh=mesh)
   total_frames = sum(len(s.frames) for s in todo)
@@ -86,11 +88,14 @@ def evaluate(config, params, sequences, results_dir: str, batch: int = 1, mesh=N
     eta = (total_frames - state["frames"]) / max(fps, 1e-9)
     log(f"[{state['done']}/{len(todo)}] {name}: {len(boxes)} frames | {fps:.1f} frames/s | ETA {eta:.0f} s")
 
-  trk.track_sequences(tracker, ((s.name, s.frames, s.init_box) for s in todo), on_done=on_done)
+  trk.track_sequences(tracker, ((s.name, s.frames, s.init_box) for s in todo), on_done=on_done,
+                      threads=threads)
   elapsed = time.perf_counter() - state["start"]
+  fps = state["frames"] / max(elapsed, 1e-9)
   log(f"tracked {len(todo)} sequences, {state['frames']} frames in {elapsed:.1f} s "
-      f"({state['frames'] / max(elapsed, 1e-9):.1f} frames/s, batch {batch})")
-  return {"tracked": len(todo), "skipped": skipped, "frames": state["frames"], "seconds": elapsed}
+      f"({fps:.1f} frames/s, batch {batch})")
+  return {"tracked": len(todo), "skipped": skipped, "frames": state["frames"], "seconds": elapsed,
+          "frames_per_s": fps}
 
 
 def _read_result_boxes(path: str) -> np.ndarray:
