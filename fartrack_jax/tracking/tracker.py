@@ -265,7 +265,8 @@ def track_sequences(tracker: BatchTracker, sequences, on_done=None, read_image=r
   upcoming = collections.deque()   # the next sequences, their first frames being read
   finished = []                    # sequences to hand out while the next step runs
   results = {}
-  pool = futures.ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="track")
+  threads = threads or os.cpu_count() or 1
+  pool = futures.ThreadPoolExecutor(threads, thread_name_prefix="track")
 
   def load(frame):
     return read_image(frame) if isinstance(frame, str) else frame
@@ -296,9 +297,14 @@ def track_sequences(tracker: BatchTracker, sequences, on_done=None, read_image=r
     in_flight = None  # (crop boxes of the step running, its active slots, resize factors)
     last_ready = time.perf_counter()
     while True:
-      template_jobs = {}
+      search = np.zeros((tracker.batch, tx, tx, 3), np.uint8)
+      template = np.zeros((tracker.batch, tz, tz, 3), np.uint8)
+      append = np.zeros((tracker.batch,), bool)
+      factors = np.ones((tracker.batch,), np.float64)  # float64 on the host, as the original's Python floats
+      starts = {}
+      crops = []  # (image, box, factor, size, where the crop goes)
       if in_flight is not None:
-        crop_box, active, factors = in_flight
+        crop_box, active, step_factors = in_flight
         crop_boxes = np.asarray(crop_box)
         ready = time.perf_counter()
         if step_log is not None:
@@ -307,7 +313,7 @@ def track_sequences(tracker: BatchTracker, sequences, on_done=None, read_image=r
         for i in active:
           slot = slots[i]
           height, width = slot.image.shape[:2]
-          new_box = crop_lib.map_box_back(crop_boxes[i], slot.box, float(factors[i]), tx)
+          new_box = crop_lib.map_box_back(crop_boxes[i], slot.box, float(step_factors[i]), tx)
           slot.box = crop_lib.clip_box(new_box, height, width, margin=tc.margin)
           slot.boxes.append(list(slot.box))
           slot.times.append(per_frame)
@@ -316,8 +322,9 @@ def track_sequences(tracker: BatchTracker, sequences, on_done=None, read_image=r
             finished.append(slot)
             slots[i] = None
           else:
-            template_jobs[i] = pool.submit(crop_lib.sample_target, slot.image, slot.box, tc.template_factor, tz)
-      start_jobs = {}
+            crops.append((slot.image, slot.box, tc.template_factor, tz, (template, None, i)))
+            append[i] = True
+      new_slots = []
       for i in range(tracker.batch):
         while slots[i] is None:
           top_up()
@@ -333,27 +340,18 @@ def track_sequences(tracker: BatchTracker, sequences, on_done=None, read_image=r
             finished.append(slot)
             continue
           slots[i] = slot
-          start_jobs[i] = pool.submit(crop_lib.sample_target, first, slot.box, tc.template_factor, tz)
+          new_slots.append(i)
+          crops.append((first, slot.box, tc.template_factor, tz, (starts, None, i)))
       active = [i for i, s in enumerate(slots) if s is not None]
       if not active:
         break
-      search_jobs = {}
       for i in active:
         slot = slots[i]
         slot.image = slot.reads.get(slot.index)
-        search_jobs[i] = pool.submit(crop_lib.sample_target, slot.image, slot.box, tc.search_factor, tx)
-      search = np.zeros((tracker.batch, tx, tx, 3), np.uint8)
-      template = np.zeros((tracker.batch, tz, tz, 3), np.uint8)
-      append = np.zeros((tracker.batch,), bool)
-      factors = np.ones((tracker.batch,), np.float64)  # float64 on the host, as the original's Python floats
-      for i in active:
-        search[i], factors[i] = search_jobs[i].result()
-        if i in template_jobs:
-          template[i], append[i] = template_jobs[i].result()[0], True
-      if start_jobs:
-        starts = {}
-        for i, job in start_jobs.items():
-          starts[i] = job.result()[0]
+        crops.append((slot.image, slot.box, tc.search_factor, tx, (search, factors, i)))
+      _cut(pool, crops, threads)
+      if new_slots:
+        for i in new_slots:
           slots[i].times.append(time.perf_counter() - slots[i].started)
         tracker.start(starts)
       crop_box, _ = tracker.step_async(search, template, append, factors)
@@ -369,6 +367,25 @@ def track_sequences(tracker: BatchTracker, sequences, on_done=None, read_image=r
     pool.shutdown(wait=True, cancel_futures=True)
     hand_out()
   return results
+
+
+def _cut(pool, crops, threads: int, per_thread: int = 2) -> None:
+  """Cuts `crops` (`(image, box, factor, size, (crops_out, factors_out, index))`) with `crop.sample_target`
+  into their outputs, in up to `threads` shares of at least `per_thread` crops: the calling thread cuts the
+  first share itself, so that a step with a crop or two pays no hand-over to the pool."""
+
+  def cut(share):
+    for image, box, factor, size, (out, factors_out, index) in share:
+      out[index], resize_factor = crop_lib.sample_target(image, box, factor, size)
+      if factors_out is not None:
+        factors_out[index] = resize_factor
+
+  shares = max(1, min(threads, len(crops) // per_thread))
+  bounds = [len(crops) * k // shares for k in range(shares + 1)]
+  jobs = [pool.submit(cut, crops[lo:hi]) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+  cut(crops[bounds[0]:bounds[1]])
+  for job in jobs:
+    job.result()
 
 
 class _Reads:
