@@ -153,30 +153,41 @@ def main(argv):
 
     full = benchmark.time_fn(whole_frame, _RUNS.value, _WARMUP.value, lambda out: out)
     common_v = {**common, "variant": variant, "precision": "float32"}
-    rows.append({**common_v, "measure": "step (batch 1)", **step})
+    rows.append({**common_v, "measure": "step latency (batch 1)", **step})
     rows.append({**common_v, "measure": "frame incl. decode + crops (batch 1)", **full})
     print(f"{variant}: step {step['median_ms']:.1f} ms, frame {full['median_ms']:.1f} ms", flush=True)
     for batch in batches:
       batched = trk.BatchTracker(config, params, batch=batch, capacity=_NUM_FRAMES.value)
       trk.track_sequences(batched, sequences[:batch])  # compile
+      step_args = (np.repeat(search[None], batch, 0), np.repeat(template[None], batch, 0),
+                   np.zeros((batch,), bool), np.full((batch,), factor, np.float32))
+      step_ms = []
 
       def run(loop, **kwargs):
         log = []
         loop(batched, sequences, step_log=log, **kwargs)
         return [log]
 
-      timed = _interleaved({"pipelined": lambda: run(trk.track_sequences, threads=threads[0]),
+      def steps():  # the step alone at this batch, timed between the passes it is compared with
+        step_ms.append(benchmark.time_fn(lambda: batched.step(*step_args), _RUNS.value, 2,
+                                         lambda out: out)["median_ms"])
+        return []
+
+      timed = _interleaved({"step": steps, "pipelined": lambda: run(trk.track_sequences, threads=threads[0]),
                             "serial": lambda: run(trk.track_sequences_serial)}, _REPEATS.value)
-      for name, (seconds, _, logs) in timed.items():
+      step_rate = batch * 1e3 / statistics.median(step_ms)
+      rows.append({**common_v, "measure": f"step (batch {batch})", "median_ms": statistics.median(step_ms),
+                   "frames_per_s": step_rate})
+      for name in ("pipelined", "serial"):
+        seconds, _, logs = timed[name]
         fps = frames / seconds
         row = {**common_v, "measure": f"throughput {name} (batch {batch})", "frames_per_s": fps,
+               "of_step_rate": fps / step_rate,
                "device_idle_ms": statistics.median(i for i in map(_idle_ms, logs) if i is not None),
                "threads": threads[0] if name == "pipelined" else 1, "frames": frames}
-        if batch == 1:
-          row["of_step_rate"] = fps * step["median_ms"] / 1e3
         rows.append(row)
-        print(f"{variant}: batch {batch}, {name}: {fps:.1f} frames/s, device idle "
-              f"{row['device_idle_ms']:.1f} ms/step", flush=True)
+        print(f"{variant}: batch {batch}, {name}: {fps:.1f} frames/s = {fps / step_rate:.2f} of the step's "
+              f"{step_rate:.1f}, device idle {row['device_idle_ms']:.1f} ms/step", flush=True)
   print()
   benchmark.report(rows, ["variant", "measure", "median_ms", "min_ms", "frames_per_s", "of_step_rate",
                           "device_idle_ms", "threads", "resolution", "device"], _JSON.value)

@@ -354,9 +354,9 @@ def track_sequences(tracker: BatchTracker, sequences, on_done=None, read_image=r
         for i in new_slots:
           slots[i].times.append(time.perf_counter() - slots[i].started)
         tracker.start(starts)
-      crop_box, _ = tracker.step_async(search, template, append, factors)
       if step_log is not None:
         step_log.append((time.perf_counter(), None))
+      crop_box, _ = tracker.step_async(search, template, append, factors)
       in_flight = (crop_box, active, factors)
       # While the step runs: hand out finished sequences, read ahead.
       hand_out()
