@@ -202,3 +202,27 @@ def test_stand_in_tracker_keeps_the_box_in_place():
   side = np.ceil(np.sqrt(w * h) * config.test.search_factor) / config.test.search_factor
   np.testing.assert_allclose(boxes[1:, 0] + boxes[1:, 2] / 2, x + w / 2, atol=1e-3)
   np.testing.assert_allclose(boxes[1, 2:], [side, side], atol=1e-3)
+
+
+def test_host_template_store_gives_the_device_memorys_boxes():
+  # Five templates (the real trackers' count), so the exponential selection and the store's pruning both
+  # act: sequences of 30, 6, 1 and 24 frames through 2 slots. The network sees the same uint8 templates
+  # and masks either way; the compiled programs differ only in where the gather happens, so the boxes
+  # must be equal, not close.
+  config = load_config("fartrack_sparse")
+  config.data.template.number = 5
+  _, params = init(config, 0)
+  device = trk.BatchTracker(config, params, batch=2, capacity=32)
+  host = trk.BatchTracker(config, params, batch=2, capacity=1, template_store="host")  # no capacity limit
+  seqs = _sequences(4, [30, 6, 1, 24])
+  expected = trk.track_sequences_serial(device, seqs)
+  got = trk.track_sequences(host, seqs, threads=2)
+  assert got.keys() == expected.keys()
+  for key in expected:
+    np.testing.assert_array_equal(got[key][0], expected[key][0], err_msg=key)
+  # The last sequences in the slots stored 29 and 23 templates; kept are 0 and those from
+  # int((count - 1) * 0.3) on, which a later selection could still pick.
+  stores = sorted((s.count, sorted(s.templates)) for s in host._stores)  # pylint: disable=protected-access
+  assert stores == [(23, [0] + list(range(6, 23))), (29, [0] + list(range(8, 29)))]
+  assert host.device_bytes_per_slot() == 5 * (32 * 32 * 3 + 4)
+  assert device.device_bytes_per_slot() == 32 * (32 * 32 * 3 + 4) + 4 + 4

@@ -57,6 +57,11 @@ def write_results(results_dir: str, name: str, boxes: np.ndarray, times: np.ndar
   annotation_files.write_text_atomic(boxes_path, box_text)
 
 
+# Longer sequences keep their template memory on the host (`BatchTracker(template_store="host")`): at
+# about 37 KB per frame, 1024 frames are 38 MB per slot on the device, an 11k-frame LaSOT video 0.4 GB.
+DEVICE_STORE_MAX_FRAMES = 1024
+
+
 def capacity_for(lengths, multiple: int = 256) -> int:
   """Template-memory capacity (a static shape): the longest sequence, rounded up so that datasets of
   similar lengths share one compiled step."""
@@ -64,9 +69,11 @@ def capacity_for(lengths, multiple: int = 256) -> int:
 
 
 def evaluate(config, params, sequences, results_dir: str, batch: int = 1, mesh=None, log=print,
-             threads: int | None = None) -> dict:
+             threads: int | None = None, template_store: str = "auto") -> dict:
   """Tracks the `sequences` (reader `Sequence`s) not yet complete in `results_dir`, reading and cropping
-  frames in `threads` host threads (default: the CPU count). Returns counts, seconds and frames/s."""
+  frames in `threads` host threads (default: the CPU count). `template_store` "device" or "host" (see
+  `tracker.BatchTracker`); "auto": on the device up to `DEVICE_STORE_MAX_FRAMES`, else on the host.
+  Returns counts, seconds and frames/s."""
   os.makedirs(results_dir, exist_ok=True)
   todo = [s for s in sequences if not is_complete(results_dir, s.name, len(s.frames))]
   skipped = len(sequences) - len(todo)
@@ -74,8 +81,11 @@ def evaluate(config, params, sequences, results_dir: str, batch: int = 1, mesh=N
     log(f"{skipped} of {len(sequences)} sequences already complete in {results_dir}: skipped")
   if not todo:
     return {"tracked": 0, "skipped": skipped, "frames": 0, "seconds": 0.0, "frames_per_s": 0.0}
-  tracker = trk.BatchTracker(config, params, batch=batch, capacity=capacity_for(len(s.frames) for s in todo),
-                             mesh=mesh)
+  capacity = capacity_for(len(s.frames) for s in todo)
+  if template_store == "auto":
+    template_store = "device" if capacity <= DEVICE_STORE_MAX_FRAMES else "host"
+  tracker = trk.BatchTracker(config, params, batch=batch, capacity=capacity, mesh=mesh,
+                             template_store=template_store)
   total_frames = sum(len(s.frames) for s in todo)
   state = {"done": 0, "frames": 0, "start": time.perf_counter()}
 

@@ -41,13 +41,46 @@ def selection_table(capacity: int, num_templates: int, base: float = 0.7) -> np.
   float32."""
   table = np.zeros((capacity + 1, num_templates), np.int32)
   for s in range(1, capacity + 1):
-    if s < num_templates:  # mode1: shift the few templates to the newest slots
-      shift = num_templates - s
-      idx = [min(max(0, pos - shift), s - 1) for pos in range(num_templates)]
-    else:
-      idx = [0] + [int((s - 1) * (1 - base ** i)) for i in range(1, num_templates - 1)] + [s - 1]
-    table[s] = idx
+    table[s] = selection(s, num_templates, base)
   return table
+
+
+def selection(count: int, num_templates: int, base: float = 0.7) -> list[int]:
+  """Row `count` of `selection_table`: the stored-template index of each slot when `count` are stored."""
+  if count < num_templates:  # mode1: shift the few templates to the newest slots
+    shift = num_templates - count
+    return [min(max(0, pos - shift), count - 1) for pos in range(num_templates)]
+  return [0] + [int((count - 1) * (1 - base ** i)) for i in range(1, num_templates - 1)] + [count - 1]
+
+
+class _HostTemplates:
+  """One sequence's template store on the host: the templates (and 25 %-pruned masks) the selection can
+  still pick. Selected indices never decrease as the store grows, so once `count >= T` the templates
+  between 0 and `int((count - 1) * (1 - base))` are dropped (about 30 % of the history)."""
+
+  def __init__(self, first: np.ndarray):
+    self.templates = {0: first}
+    self.masks = {}  # index -> [P_z] bool, set when the template stops being the newest
+    self.count = 1
+    self.min_kept = 1  # the lowest index above 0 still stored
+
+  def append(self, template: np.ndarray, newest_mask: np.ndarray) -> None:
+    self.masks[self.count - 1] = newest_mask
+    self.templates[self.count] = template
+    self.count += 1
+
+  def selected(self, num_templates: int, base: float, tokens: int):
+    """`([T, Hz, Wz, 3] uint8, [T, P_z] bool)`: the slots' templates and masks; the newest is whole."""
+    idx = selection(self.count, num_templates, base)
+    templates = np.stack([self.templates[i] for i in idx])
+    masks = np.stack([self.masks[i] if i < self.count - 1 else np.ones((tokens,), bool) for i in idx])
+    if self.count >= num_templates:
+      lowest = idx[1]  # the smallest index above 0 this or any later selection can pick
+      for i in range(self.min_kept, lowest):
+        del self.templates[i]
+        self.masks.pop(i, None)
+      self.min_kept = max(self.min_kept, lowest)
+    return templates, masks
 
 
 @flax.struct.dataclass
@@ -85,9 +118,14 @@ class BatchTracker:
   Host protocol per slot: `start(slot, first template crop)` when a sequence begins; then every frame
   `step(...)` with the search crop and (from the second tracked frame on) the previous frame's template
   crop; the returned crop box goes through `crop.map_box_back` and `crop.clip_box`.
+
+  `template_store="device"` keeps every slot's template memory on the device, `[B, capacity, Hz, Wz, 3]`
+  uint8 (about 37 KB per frame and slot); `"host"` keeps it on the host (`capacity` is then no limit) and
+  sends the T selected templates and their masks with each step instead: no device memory that grows with
+  the sequence, for T times the template bytes per step. Same network inputs, same boxes.
   """
 
-  def __init__(self, config, params, batch: int, capacity: int, mesh=None):
+  def __init__(self, config, params, batch: int, capacity: int, mesh=None, template_store: str = "device"):
     self.config = config
     self.sparse = config.stage == "fartrack_sparse"
     self.spec = model_lib.ModelSpec.from_config(config)
@@ -106,6 +144,16 @@ class BatchTracker:
       replicated = NamedSharding(mesh, P())
     put = (lambda x: jax.device_put(x, data_sharding)) if mesh is not None else jnp.asarray
     self.params = jax.device_put(params, replicated) if mesh is not None else params
+    self.template_store = template_store
+    if template_store == "host":
+      self.memory = None
+      self._stores: list[_HostTemplates | None] = [None] * batch
+      self._keep = None  # the last step's keep masks (device), the newest templates' masks
+      self._put = put
+      self._step = jax.jit(self._step_selected_impl)
+      return
+    if template_store != "device":
+      raise ValueError(f"template_store must be 'device' or 'host', got {template_store!r}")
     self.memory = Memory(
         templates=put(np.zeros(shape(capacity, tc.template_size, tc.template_size, 3), np.uint8)),
         masks=put(np.ones(shape(capacity, s.tokens_per_template), bool)),
@@ -141,10 +189,17 @@ class BatchTracker:
     masks = memory.masks.at[mask_idx].set(jnp.where(append, memory.pending_mask, memory.masks[mask_idx]))
     count = count + append.astype(jnp.int32)
     slots = self.table[count]                                   # [T]
-    slot_templates = self._normalize(templates[slots])          # [T, Hz, Wz, 3]
+    slot_masks = jnp.where((slots < count - 1)[:, None], masks[slots], True)  # [T, P_z]
+    crop_box, keep = self._forward(params, templates[slots], slot_masks, search, resize_factor)
+    new_memory = Memory(templates=templates, masks=masks, count=count, pending_mask=keep[0])
+    return new_memory, crop_box, keep
+
+  def _forward(self, params, slot_templates_u8, slot_masks, search, resize_factor):
+    """The network on one sequence's selected templates `[T, Hz, Wz, 3]` uint8 with their keep masks
+    `[T, P_z]` (sparse stage) -> (crop box [4], keep masks [4, P_z])."""
+    s = self.spec
+    slot_templates = self._normalize(slot_templates_u8)          # [T, Hz, Wz, 3]
     if self.sparse:
-      has_mask = slots < count - 1
-      slot_masks = jnp.where(has_mask[:, None], masks[slots], True)  # [T, P_z]
       token_mask = jnp.concatenate([slot_masks.reshape(-1), jnp.ones((s.num_search_tokens + 4,), bool)])
       out = self.net.apply({"params": params}, slot_templates[None], self._normalize(search)[None],
                            token_mask=token_mask[None], prune_mode="track")
@@ -156,8 +211,11 @@ class BatchTracker:
       keep = jnp.ones((len(s.track_prune_ratios), s.tokens_per_template), bool)
     w, h = x1 - x0, y1 - y0
     crop_box = (jnp.stack([x0 + w / 2, y0 + h / 2, w, h]) * self.tc.search_size) / resize_factor
-    new_memory = Memory(templates=templates, masks=masks, count=count, pending_mask=keep[0])
-    return new_memory, crop_box, keep
+    return crop_box, keep
+
+  def _step_selected_impl(self, params, slot_templates, slot_masks, search, resize_factor):
+    return jax.vmap(self._forward, in_axes=(None, 0, 0, 0, 0))(
+        params, slot_templates, slot_masks, search, resize_factor)
 
   def _step_impl(self, params, memory, search, template, append, resize_factor):
     return jax.vmap(self._step_one, in_axes=(None, 0, 0, 0, 0, 0))(
@@ -169,6 +227,10 @@ class BatchTracker:
     tz = self.tc.template_size
     template = np.zeros((self.batch, tz, tz, 3), np.uint8)
     do_start = np.zeros((self.batch,), bool)
+    if self.template_store == "host":
+      for slot, crop in slots_templates.items():
+        self._stores[slot] = _HostTemplates(np.array(crop, np.uint8))
+      return
     for slot, crop in slots_templates.items():
       template[slot], do_start[slot] = crop, True
       self._count[slot] = 1
@@ -178,6 +240,8 @@ class BatchTracker:
                  resize_factor: np.ndarray):
     """Dispatches one frame for every slot and returns at once: `(crop_boxes [B, 4] float32,
     keep_masks [B, 4, P_z])` as device arrays, ready when the step is."""
+    if self.template_store == "host":
+      return self._step_host_store(search, template, append, resize_factor)
     count = self._count + append.astype(np.int64)
     if np.any(count > self.tc.capacity):
       raise ValueError(f"template memory full ({self.tc.capacity} frames): raise the capacity")
@@ -186,6 +250,32 @@ class BatchTracker:
         self.params, self.memory, self._put(search), self._put(template), self._put(append),
         self._put(resize_factor.astype(np.float32)))
     return crop_box, keep
+
+  def _step_host_store(self, search, template, append, resize_factor):
+    s, tz = self.spec, self.tc.template_size
+    newest_masks = np.asarray(self._keep)[:, 0] if np.any(append) else None  # waits for the last step
+    slot_templates = np.zeros((self.batch, s.num_templates, tz, tz, 3), np.uint8)
+    slot_masks = np.ones((self.batch, s.num_templates, s.tokens_per_template), bool)
+    for b, store in enumerate(self._stores):
+      if append[b]:
+        if store is None:
+          raise ValueError(f"slot {b}: a template appended before start")
+        store.append(np.array(template[b], np.uint8), newest_masks[b])
+      if store is not None:
+        slot_templates[b], slot_masks[b] = store.selected(s.num_templates, self.tc.sampling_base,
+                                                          s.tokens_per_template)
+    crop_box, self._keep = self._step(self.params, self._put(slot_templates), self._put(slot_masks),
+                                      self._put(search), self._put(resize_factor.astype(np.float32)))
+    return crop_box, self._keep
+
+  def device_bytes_per_slot(self) -> int:
+    """Device bytes a slot holds between steps (the template memory), or with `"host"` those it sends
+    per step (the selected templates and masks)."""
+    s, tz = self.spec, self.tc.template_size
+    per_template = tz * tz * 3 + s.tokens_per_template
+    if self.template_store == "host":
+      return s.num_templates * per_template
+    return self.tc.capacity * per_template + s.tokens_per_template + 4
 
   def step(self, search: np.ndarray, template: np.ndarray, append: np.ndarray, resize_factor: np.ndarray):
     """One frame for every slot. Returns `(crop_boxes [B, 4] float32, keep_masks [B, 4, P_z])` on the host."""
