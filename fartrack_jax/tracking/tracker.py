@@ -2,7 +2,8 @@
 
 Per frame the host sends two uint8 crops (the search crop of this frame around the previous box, and the
 template crop of the previous frame around the previous box) and gets the box back; the template memory,
-its keep masks and the template sampling stay on the device. The step is written for one sequence and
+its keep masks and the template sampling stay on the device (or, for long sequences, the memory stays on
+the host and the step gets the selected templates: `template_store="host"`). The step is written for one sequence and
 vmapped over a batch of sequences (`BatchTracker`), which is also how a single sequence runs (batch 1).
 
 What the original's tracker (`lib/test/tracker/fartrack_sparse.py`) does, and this reproduces:
@@ -340,7 +341,8 @@ def track_sequences(tracker: BatchTracker, sequences, on_done=None, read_image=r
   Pipelined, with the boxes of `track_sequences_serial` (the same crops of the same frames go into the same
   steps): a pool of `threads` (default: the CPU count) decodes each sequence's next `prefetch` frames and
   the first frames of the sequences due next; as soon as a step's boxes arrive, every slot's template crop
-  (of the frame just tracked) and search crop (of the next frame) are cut in the pool at once; the next step
+  (of the frame just tracked) and search crop (of the next frame) are cut at once, in the pool and the
+  calling thread (which takes one share, so a step of one or two crops pays no hand-over); the next step
   is dispatched without waiting for it, and the host hands out finished sequences and queues reads while it
   runs. A frame that cannot be read raises its error here (naming the file), after the sequences finished
   before it were handed out. `step_log` gets `(dispatched, ready)` perf_counter times per step.
