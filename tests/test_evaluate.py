@@ -160,3 +160,17 @@ def test_evaluate_script_stops_at_an_unreadable_frame_resumes_and_writes_json(sm
   fields = json.loads(_read(report))
   assert fields["frames"] == 6 and fields["batch"] == 1
   assert fields["frames_per_s"] == pytest.approx(fields["frames"] / fields["seconds"])
+
+
+def test_long_sequences_keep_the_template_memory_on_the_host_with_the_same_results(got10k, smoke, tmp_path,
+                                                                                 monkeypatch):
+  config, params = smoke
+  sequences = readers.load_dataset("got10k_val", got10k)
+  on_device = str(tmp_path / "device")
+  evaluate.evaluate(config, params, sequences, on_device, batch=2, log=lambda _: None)
+  monkeypatch.setattr(evaluate, "DEVICE_STORE_MAX_FRAMES", 4)  # these 6-frame sequences count as long
+  on_host, messages = str(tmp_path / "host"), []
+  evaluate.evaluate(config, params, sequences, on_host, batch=2, log=messages.append)
+  assert any("template memory on the host" in m for m in messages)
+  for s in sequences:
+    assert _read(os.path.join(on_host, f"{s.name}.txt")) == _read(os.path.join(on_device, f"{s.name}.txt"))

@@ -84,6 +84,8 @@ def evaluate(config, params, sequences, results_dir: str, batch: int = 1, mesh=N
   capacity = capacity_for(len(s.frames) for s in todo)
   if template_store == "auto":
     template_store = "device" if capacity <= DEVICE_STORE_MAX_FRAMES else "host"
+  if template_store == "host":
+    log(f"template memory on the host (sequences up to {capacity} frames)")
   tracker = trk.BatchTracker(config, params, batch=batch, capacity=capacity, mesh=mesh,
                              template_store=template_store)
   total_frames = sum(len(s.frames) for s in todo)
