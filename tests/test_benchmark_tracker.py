@@ -1,4 +1,4 @@
-"""scripts/benchmark_tracker.py --host-only: rows with the documented fields for each thread count and batch."""
+"""scripts/benchmark_tracker.py --host-only: rows with the documented fields per thread count and batch."""
 
 import json
 import os
@@ -19,7 +19,8 @@ def test_host_only_rows(tmp_path):
   assert [(r["mode"], r["batch"], r["threads"]) for r in rows] == [
       ("host", 1, 1), ("host", 1, 2), ("host serial", 1, 1), ("host", 3, 1), ("host", 3, 2),
       ("host serial", 3, 1)]
-  assert all(r["frames_per_s"] > 0 and r["frames_per_cpu_s"] > 0 and r["resolution"] == "160x120" for r in rows)
+  assert all(r["frames_per_s"] > 0 and r["frames_per_cpu_s"] > 0 for r in rows)
+  assert {r["resolution"] for r in rows} == {"160x120"}
   bad = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "benchmark_tracker.py"), "--host-only",
                         "--resolution", "720p"], capture_output=True, text=True, cwd=ROOT, timeout=300)
   assert bad.returncode != 0 and "--resolution must be WxH" in bad.stderr

@@ -145,7 +145,8 @@ def test_evaluate_script_stops_at_an_unreadable_frame_resumes_and_writes_json(sm
   with open(bad, "wb") as f:
     f.write(b"not a jpeg")
   out, report = str(tmp_path / "results"), str(tmp_path / "run.json")
-  args = ["--config=configs/fartrack_sparse.py:variant=smoke", f"--checkpoint={_params_dir(tmp_path, config, params)}",
+  params_dir = _params_dir(tmp_path, config, params)
+  args = ["--config=configs/fartrack_sparse.py:variant=smoke", f"--checkpoint={params_dir}",
           "--dataset=got10k_val", f"--data-root={root}", f"--results-dir={out}", f"--json={report}"]
   failed = _run("evaluate.py", *args)
   assert failed.returncode != 0 and f"error: cannot read image {bad}" in failed.stderr
