@@ -4,7 +4,8 @@ Per frame the host sends two uint8 crops (the search crop of this frame around t
 template crop of the previous frame around the previous box) and gets the box back; the template memory,
 its keep masks and the template sampling stay on the device (or, for long sequences, the memory stays on
 the host and the step gets the selected templates: `template_store="host"`). The step is written for one
-sequence and vmapped over a batch of sequences (`BatchTracker`), which is also how a single sequence runs (batch 1).
+sequence and vmapped over a batch of sequences (`BatchTracker`), which is also how a single sequence runs
+(batch 1).
 
 What the original's tracker (`lib/test/tracker/fartrack_sparse.py`) does, and this reproduces:
   - memory: every frame's template crop (factor 2 around the frame's box) is stored; the initial template
