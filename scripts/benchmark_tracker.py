@@ -20,7 +20,8 @@ folder, and every throughput row reads them. Per variant, on random weights, flo
     per step.
 --host-only: the host path alone (decode, crops, box mapping), the network replaced by an instant stand-in
 (`tracker.StandInTracker`), for each batch and each thread count in --threads (rows
-`{"mode": "host", "threads", "frames_per_s"}`), plus the one-thread loop (`"mode": "host serial"`).
+`{"mode": "host", "threads", "frames_per_s"}`; `threads` counts the pool, the calling thread cuts crops
+besides), plus the one-thread loop (`"mode": "host serial"`).
 `frames_per_cpu_s` divides the frames by the process's CPU time (all threads): the rate one core sustains,
 which a loaded machine changes less than the wall-clock rate.
 """
