@@ -1,7 +1,15 @@
-r"""Host input-pipeline throughput: frame pairs (stages 1 and 2) and clips (stage 3), per grain worker count.
+r"""Host input-pipeline throughput: frame pairs (stages 1 and 2) and clips (stage 3), per grain worker count
+and, for frame pairs, per data path.
 
   python scripts/benchmark_input.py [--variant smoke|tiny] [--pipelines frame,clip] [--workers 0,1,2] \
+      [--data-paths frames,precropped] [--compare 64] \
       [--batch-size N] [--warmup 2] [--windows 3] [--window-batches 5] [--data-dir DIR] [--json FILE]
+
+Data paths (frame pairs; clips always read frames): `frames` decodes whole frames (the original's crops to
+the bit), `precropped` reads the windows `precropped.pack_precropped_dataset` cuts from the same roots into
+<data-dir>/tfds (cut once before timing, `prep_s`; reused when there). Each worker count times every data
+path in turn, so their ratio is taken under the same load. --compare N then makes examples 0..N-1 on both
+paths in this process and prints the pixel and box-label differences (`precropped.compare_examples`).
 
 Writes synthetic training roots (`synthetic_train.make_synthetic_train_dataset`, one per layout the
 configs name) into a temporary folder, or into --data-dir (a layout folder already there is reused), then
@@ -58,6 +66,9 @@ _FRAME_SIZE = flags.DEFINE_string("frame_size", None, "Synthetic frame size WxH 
                                   "smoke, 1280x720 for tiny, LaSOT's usual size).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the synthetic data and of the examples.")
 _JSON = flags.DEFINE_string("json", None, "Write the rows as JSON here.")
+_DATA_PATHS = flags.DEFINE_list("data_paths", ["frames", "precropped"], "Frame-pair data paths to time: frames "
+                                "(whole frames, exact) and/or precropped (pre-cut windows).")
+_COMPARE = flags.DEFINE_integer("compare", 64, "With both data paths: examples compared pixel by pixel (0: none).")
 
 # Training name -> the synthetic layout written for it and the root key `build_train_datasets` looks up.
 _LAYOUTS = {"SYNTHETIC": ("got10k_train", "synthetic"), "GOT10K_vottrain": ("got10k_train", "got10k"),
@@ -134,12 +145,34 @@ def make_roots(data_dir: str, names, num_sequences: int, num_frames: int, size: 
   return roots
 
 
-def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, batch_size: int) -> dict:
+def precrop(config, roots: dict, cache_dir: str, tfds_dir: str) -> float:
+  """Cuts the config's training datasets into pre-cropped sets under `tfds_dir`; seconds it took."""
+  from data_pipelines.training import precropped  # pylint: disable=g-import-not-at-top
+  from data_pipelines.training import processing  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  crops = processing.FrameProcessing.from_config(config)
+  for dataset in frame_datasets(config, roots, cache_dir, "frames", None):
+    precropped.pack_precropped_dataset(dataset.name, dataset.root, tfds_dir, crops, cache_dir)
+  return time.perf_counter() - start
+
+
+def frame_datasets(config, roots: dict, cache_dir: str, data_path: str, tfds_dir: str | None):
+  from data_pipelines.training import build  # pylint: disable=g-import-not-at-top
+  if data_path == "precropped":
+    from data_pipelines.training import precropped  # pylint: disable=g-import-not-at-top
+    from data_pipelines.training import processing  # pylint: disable=g-import-not-at-top
+    return precropped.open_precropped_datasets(tuple(config.data.train.datasets_name), tfds_dir,
+                                               processing.FrameProcessing.from_config(config))
+  return build.train_datasets_from_config(config, roots, cache_dir)
+
+
+def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, batch_size: int,
+                  data_path: str = "frames", tfds_dir: str | None = None) -> dict:
   """One row: median samples/s over the timed windows and the peak RSS of this process + children."""
   from data_pipelines.training import build  # pylint: disable=g-import-not-at-top
   from data_pipelines.training import clips  # pylint: disable=g-import-not-at-top
   from data_pipelines.training import pipeline  # pylint: disable=g-import-not-at-top
-  datasets = build.train_datasets_from_config(config, roots, cache_dir)
+  datasets = frame_datasets(config, roots, cache_dir, data_path, tfds_dir)
   if kind == "clip":
     examples = build.clip_examples_from_config(config, datasets, _SEED.value)
     dataset = clips.clip_dataset(examples, batch_size, num_workers=workers)
@@ -175,10 +208,20 @@ def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, 
     del it
   samples = window_batches * batch_size
   rate = statistics.median(samples / w for w in windows)
-  return {"pipeline": kind, "variant": config.variant, "workers": workers, "batch_size": batch_size,
+  return {"pipeline": kind, "data_path": data_path, "variant": config.variant, "workers": workers,
+          "batch_size": batch_size,
           "samples_per_s": rate, "frames_per_s": rate * frames_per_sample,
           "clips_or_pairs": samples * len(windows), "peak_rss_mb": memory.peak_mb, "warmup_s": warmup_s,
           "read_threads": read_threads, "device": "cpu", "cores": len(os.sched_getaffinity(0))}
+
+
+def compare(config, roots: dict, cache_dir: str, tfds_dir: str, count: int) -> dict:
+  """`precropped.compare_examples` of examples 0..count-1 made on both data paths, in this process."""
+  from data_pipelines.training import build  # pylint: disable=g-import-not-at-top
+  from data_pipelines.training import precropped  # pylint: disable=g-import-not-at-top
+  exact, fast = (build.frame_examples_from_config(config, frame_datasets(config, roots, cache_dir, path, tfds_dir),
+                                                  _SEED.value) for path in ("frames", "precropped"))
+  return precropped.compare_examples(exact, fast, range(count), config.data.mean, config.data.std)
 
 
 def main(argv):
@@ -193,6 +236,9 @@ def main(argv):
   for kind in _PIPELINES.value:
     if kind not in _STAGES:
       raise ValueError(f"--pipelines has unknown {kind!r}; one of {', '.join(_STAGES)}")
+  for path in _DATA_PATHS.value:
+    if path not in ("frames", "precropped"):
+      raise ValueError(f"--data_paths has unknown {path!r}; one of frames, precropped")
   for name, value in (("warmup", _WARMUP.value), ("windows", _WINDOWS.value),
                       ("window_batches", _WINDOW_BATCHES.value)):
     if value is not None and value < (0 if name == "warmup" else 1):
@@ -205,21 +251,40 @@ def main(argv):
   rows = []
   try:
     roots = make_roots(data_dir, names, _NUM_SEQUENCES.value, num_frames, size, _SEED.value)
+    cache_dir = os.path.join(data_dir, "index_cache")
+    tfds_dir = os.path.join(data_dir, "tfds")
+    comparison = None
     for kind, config in configs.items():
       batch_size = _BATCH_SIZE.value or int(config.train.batch_size)
+      paths = _DATA_PATHS.value if kind == "frame" else ["frames"]
+      prep_s = {"frames": 0.0}
+      if "precropped" in paths:
+        prep_s["precropped"] = precrop(config, roots, cache_dir, tfds_dir)
+        print(f"pre-cropped sets ready in {prep_s['precropped']:.1f} s", flush=True)
       for w in workers:
-        row = time_pipeline(kind, config, roots, os.path.join(data_dir, "index_cache"), w, batch_size)
-        row["frame_size"] = f"{size[0]}x{size[1]}"
-        rows.append(row)
-        print(f"{kind} {_VARIANT.value} workers={w}: {row['samples_per_s']:.2f} samples/s, peak RSS "
-              f"{row['peak_rss_mb']:.0f} MB", flush=True)
+        for path in paths:
+          row = time_pipeline(kind, config, roots, cache_dir, w, batch_size, path, tfds_dir)
+          row["frame_size"] = f"{size[0]}x{size[1]}"
+          row["prep_s"] = prep_s[path]
+          rows.append(row)
+          print(f"{kind} {path} {_VARIANT.value} workers={w}: {row['samples_per_s']:.2f} samples/s, peak RSS "
+                f"{row['peak_rss_mb']:.0f} MB", flush=True)
+      if kind == "frame" and set(paths) == {"frames", "precropped"} and _COMPARE.value > 0:
+        comparison = compare(config, roots, cache_dir, tfds_dir, _COMPARE.value)
+        for row in rows:
+          if row["pipeline"] == "frame" and row["data_path"] == "precropped":
+            row["exactness"] = comparison  # in the JSON
   finally:
     if _DATA_DIR.value is None:
       shutil.rmtree(data_dir, ignore_errors=True)
   print()
-  benchmark.report(rows, ["pipeline", "variant", "workers", "batch_size", "samples_per_s", "frames_per_s",
-                           "clips_or_pairs", "peak_rss_mb", "warmup_s", "read_threads", "frame_size", "cores"],
-                   _JSON.value)
+  benchmark.report(rows, ["pipeline", "data_path", "variant", "workers", "batch_size", "samples_per_s",
+                           "frames_per_s", "clips_or_pairs", "peak_rss_mb", "warmup_s", "prep_s", "read_threads",
+                           "frame_size", "cores"], _JSON.value)
+  if comparison is not None:
+    print("\nprecropped against frames on the same draws (pixels in uint8 units):")
+    for key, value in comparison.items():
+      print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
 
 
 if __name__ == "__main__":

@@ -67,8 +67,9 @@ DATASET_VERSION = "1.0.0"
 TABLE_FORMAT = 1
 # Search windows for s' = L * s: a crop whose jittered box lies between two levels gets at least half the
 # density it asks for (the coarser level covers it) or covers it with the finer one.
-LEVELS = (0.5, 1.0, 2.0, 4.0)
+LEVELS = tuple(2.0 ** (k / 2) for k in range(-2, 5))  # 0.5, 0.71, 1, ..., 4
 JPEG_QUALITY = 95
+TEMPLATE_OVERSAMPLE = 1.0
 # Pixels added around every window: `sample_target`'s rounding of the crop's corner (+-0.5) and its ceil.
 MARGIN = 2
 _HEADER_FIELDS = 7  # per window: x0, y0, x1, y1 (frame pixels), stored width, height, JPEG bytes
@@ -92,12 +93,13 @@ class WindowSpec:
 
 
 def window_specs(template: processing.CropSpec, search: processing.CropSpec,
-                 levels: Sequence[float] = LEVELS) -> tuple[WindowSpec, ...]:
+                 levels: Sequence[float] = LEVELS, template_oversample: float = TEMPLATE_OVERSAMPLE
+                 ) -> tuple[WindowSpec, ...]:
   """The windows every frame stores for these crop kinds (see the module docstring), distinct, in order."""
   out = []
   for spec in (template, search):
     reach = (spec.center_jitter + spec.factor) / 2
-    density = spec.size / spec.factor
+    density = spec.size / spec.factor * (template_oversample if spec is template else 1.0)
     jittered = spec.center_jitter != 0 or spec.scale_jitter != 0
     for level in (levels if jittered else (1.0,)):
       window = WindowSpec(reach * level, density / level)
