@@ -17,7 +17,10 @@ for each pipeline and worker count builds the grain iterator the trainer would (
 frame pairs, `configs/fartrack_sparse.py` for clips, at --variant: smoke = the tiny test sizes, tiny = the
 real sizes: 5 templates, 112/224 crops, 32-frame clips on a 640 canvas), takes --warmup batches (worker
 start-up included), then times --windows windows of --window-batches batches each, consuming as fast as
-it can. samples/s is the median over the windows (a sample is a frame pair or a clip); frames/s counts
+it can. samples/s is the median over the windows (a sample is a frame pair or a clip), also per core
+(samples_per_s_per_core: / the cores this process may use) and per CPU-second this process and its grain
+workers spent (samples_per_cpu_s: the per-core rate when the pipeline is CPU-bound, and much less affected
+than samples/s by other load on the machine); frames/s counts
 the frames each sample decodes (T + 1 or T + S). grain reads ahead (per process: frame pairs 16 threads,
 clips max(batch, 4)), so the first window can drain what was made during the warm-up: keep a window's
 samples (--window-batches x batch size) well above that, and --windows >= 3 so the median drops it. Peak memory is the largest sum of the resident set
@@ -117,6 +120,19 @@ class PeakRss:
     return self.peak_bytes / 2 ** 20
 
 
+def cpu_seconds() -> float:
+  """User + system CPU seconds of this process and its live children (grain workers) so far."""
+  import psutil  # pylint: disable=g-import-not-at-top
+  me = psutil.Process()
+  total = sum(me.cpu_times()[:2])
+  for child in me.children(recursive=True):
+    try:
+      total += sum(child.cpu_times()[:2])
+    except psutil.Error:  # exited between listing and reading
+      pass
+  return total
+
+
 def _frame_size(text: str) -> tuple[int, int]:
   try:
     width, height = (int(v) for v in text.lower().split("x"))
@@ -190,7 +206,7 @@ def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, 
   if window_batches < read_ahead:
     raise ValueError(f"--window-batches={window_batches} is shorter than the {kind} pipeline's read-ahead of "
                      f"{read_ahead} batches: the windows would time its buffer, not its rate")
-  windows = []
+  windows, cpu = [], []
   with PeakRss() as memory:
     it = iter(dataset)
     start = time.perf_counter()
@@ -198,21 +214,25 @@ def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, 
       next(it)
     warmup_s = time.perf_counter() - start
     for _ in range(_WINDOWS.value):
-      start = time.perf_counter()
+      start, cpu_start = time.perf_counter(), cpu_seconds()
       for _ in range(window_batches):
         next(it)
       windows.append(time.perf_counter() - start)
+      cpu.append(cpu_seconds() - cpu_start)
     close = getattr(it, "close", None)
     if close is not None:
       close()
     del it
   samples = window_batches * batch_size
   rate = statistics.median(samples / w for w in windows)
+  cores = len(os.sched_getaffinity(0))
   return {"pipeline": kind, "data_path": data_path, "variant": config.variant, "workers": workers,
           "batch_size": batch_size,
           "samples_per_s": rate, "frames_per_s": rate * frames_per_sample,
           "clips_or_pairs": samples * len(windows), "peak_rss_mb": memory.peak_mb, "warmup_s": warmup_s,
-          "read_threads": read_threads, "device": "cpu", "cores": len(os.sched_getaffinity(0))}
+          "read_threads": read_threads, "device": "cpu", "cores": cores, "samples_per_s_per_core": rate / cores,
+          # Load-independent per-core figure: samples per CPU-second this process and its workers spent.
+          "samples_per_cpu_s": statistics.median(samples / max(c, 1e-9) for c in cpu)}
 
 
 def compare(config, roots: dict, cache_dir: str, tfds_dir: str, count: int) -> dict:
@@ -279,8 +299,8 @@ def main(argv):
       shutil.rmtree(data_dir, ignore_errors=True)
   print()
   benchmark.report(rows, ["pipeline", "data_path", "variant", "workers", "batch_size", "samples_per_s",
-                           "frames_per_s", "clips_or_pairs", "peak_rss_mb", "warmup_s", "prep_s", "read_threads",
-                           "frame_size", "cores"], _JSON.value)
+                           "samples_per_s_per_core", "samples_per_cpu_s", "frames_per_s", "clips_or_pairs",
+                           "peak_rss_mb", "warmup_s", "prep_s", "read_threads", "frame_size", "cores"], _JSON.value)
   if comparison is not None:
     print("\nprecropped against frames on the same draws (pixels in uint8 units):")
     for key, value in comparison.items():
