@@ -176,7 +176,8 @@ def test_config_data_path_is_checked_and_reaches_the_trainers_data(built, tmp_pa
   with config.unlocked():
     config.run.tfds_data_dir = data_dir
   config_lib.validate_config(config)
-  (batch,) = pipeline_fakes.take(iter(trainer._default_data(config, str(tmp_path), "train", 2, 4)), 1)  # pylint: disable=protected-access
+  default_data = trainer._default_data  # pylint: disable=protected-access
+  (batch,) = pipeline_fakes.take(iter(default_data(config, str(tmp_path), "train", 2, 4)), 1)
   want = build.frame_examples_from_config(config, fast, seed=4)
   np.testing.assert_array_equal(batch["templates"][1], want(1)["templates"])
 

@@ -14,8 +14,8 @@ and centre +-1.75 crop sizes, so one window at one resolution would be either hu
     pixels a side (420 for the search, 112 + margin for the templates), never finer than the frame itself,
     clipped to the frame (outside it the crop is zero padding, as in the original);
   - a crop takes the smallest window (in stored pixels; the finer of equals) that covers its region
-    (inside the frame) at its density or finer, else the finest that covers it, else (a crop of a rare, very large jitter reaching past every window:
-    `coverage()` counts them) the largest, zero outside it.
+    (inside the frame) at its density or finer, else the finest that covers it, else the largest, zero
+    outside it (a crop of a rare, very large jitter reaching past every window: `coverage()` counts them).
 
 What stays exact: the example's random draws, frames, jittered boxes, box labels and tokens, validity
 checks and skip counters are the exact path's (the same `FrameProcessing` on the same draws: only
@@ -65,8 +65,9 @@ __all__ = ["BUILDER_NAME", "LEVELS", "PrecroppedFrame", "PrecroppedTrainDataset"
 BUILDER_NAME = "tracking_crops"
 DATASET_VERSION = "1.0.0"
 TABLE_FORMAT = 1
-# Search windows for s' = L * s: a crop whose jittered box lies between two levels gets at least half the
-# density it asks for (the coarser level covers it) or covers it with the finer one.
+# Search windows for s' = L * s, levels sqrt(2) apart: a crop whose jittered box lies between two levels is
+# covered by the coarser one at >= 1/sqrt(2) of the density it asks for (or by the finer one). 0.5..4 spans
+# s' within +-2 standard deviations of the search jitter below and +-3.9 above (exp(N(0, 0.354^2))).
 LEVELS = tuple(2.0 ** (k / 2) for k in range(-2, 5))  # 0.5, 0.71, 1, ..., 4
 JPEG_QUALITY = 95
 TEMPLATE_OVERSAMPLE = 1.0

@@ -20,10 +20,15 @@ from fartrack_jax import config_lib
 DATA_PATHS = ("frames", "precropped")
 
 
+TRAIN_VIDEOS, HELDOUT_VIDEOS, FRAMES = 64, 8, 60
+BATCH = 16
+
+
 def learnable_config(steps: int, seed: int, data_path: str, tfds_data_dir: str, train_root: str):
-  """The smoke stage-1 config in a setting that learns within a few hundred CPU steps: patch 8 (a 4x8 grid
-  of search tokens instead of 2x4), 32 bins, backbone at the full learning rate 1e-3, no drop path; the
-  crops, jitter and label rules are the smoke variant's (the original's rules at smoke sizes)."""
+  """The smoke stage-1 config in a setting that learns on a CPU within a few thousand steps (the quick
+  start's: patch 8, an 8x8 grid of search tokens instead of 4x4; 32 bins; the backbone at the full
+  learning rate 1e-3; no drop path; batches of 16); the crops, jitter and label rules are the smoke
+  variant's (the original's rules at smoke sizes)."""
   config = importlib.import_module("configs.fartrack").get_config("variant=smoke")
   config.seed = seed
   config.model.patch_size = 8
@@ -31,6 +36,7 @@ def learnable_config(steps: int, seed: int, data_path: str, tfds_data_dir: str, 
   config.train.lr = 1e-3
   config.train.backbone_multiplier = 1.0
   config.train.drop_path_rate = 0.0
+  config.train.batch_size = config.train.global_batch_size = BATCH
   config.data.train.sample_per_epoch = max(config.data.train.sample_per_epoch,
                                            steps * config.train.global_batch_size)
   config.train.epoch = 1
@@ -39,7 +45,7 @@ def learnable_config(steps: int, seed: int, data_path: str, tfds_data_dir: str, 
   config.run.log_every_steps = max(1, steps // 10)
   config.run.checkpoint_every_steps = steps
   config.run.val_every_steps = steps
-  config.run.val_batches = 16
+  config.run.val_batches = 8
   config.run.data_roots.synthetic = train_root
   config.run.data_path = data_path
   config.run.tfds_data_dir = tfds_data_dir if data_path == "precropped" else ""
@@ -60,8 +66,9 @@ def compare_data_paths(workdir: str, steps: int = 300, seeds=(0, 1), log=print) 
   for split, seed in (("train", 0), ("heldout", 1)):
     roots[split] = os.path.join(workdir, "data", split)
     if not os.path.isdir(os.path.join(roots[split], "train")):
-      synthetic_train.make_synthetic_train_dataset("got10k_train", roots[split], num_sequences=8, num_frames=40,
-                                                   seed=seed)
+      synthetic_train.make_synthetic_train_dataset(
+          "got10k_train", roots[split], num_sequences=TRAIN_VIDEOS if split == "train" else HELDOUT_VIDEOS,
+          num_frames=FRAMES, seed=seed)
   tfds_dir = os.path.join(workdir, "data", "tfds")
   base = learnable_config(steps, 0, "frames", tfds_dir, roots["train"])
   precropped.pack_precropped_dataset("SYNTHETIC", roots["train"], tfds_dir,
@@ -75,8 +82,8 @@ def compare_data_paths(workdir: str, steps: int = 300, seeds=(0, 1), log=print) 
 
       def data_fn(config, workdir, split, per_process_batch, seed, num_examples=None):
         if split == "train":
-          return trainer._default_data(config, workdir, split, per_process_batch, seed,  # pylint: disable=protected-access
-                                       num_examples)
+          default_data = trainer._default_data  # pylint: disable=protected-access
+          return default_data(config, workdir, split, per_process_batch, seed, num_examples)
         # Held out, exact path, the same batches for every run.
         examples = build.frame_examples_from_config(config, heldout, 1000)
         return pipeline.frame_dataset(examples, per_process_batch, num_examples=num_examples)
