@@ -196,18 +196,22 @@ class PrecroppedFrame:
   """A frame as its windows: what `FrameProcessing` needs of a frame (`shape`, grayscale, flip,
   `sample_target`) without its full pixels. Windows are decoded on first use."""
 
-  def __init__(self, height: int, width: int, windows: Sequence[_Window], name: str = "",
+  def __init__(self, height: int, width: int, windows: Sequence[_Window], name: object = "",
                grayscale: bool = False, mirrored: bool = False, decoded: dict | None = None):
     self.shape = (int(height), int(width), 3)
     self.windows = tuple(windows)
-    self.name = name
+    self._name = name  # a string, or a frame reference whose `name` is made only for a message
     self.grayscale = grayscale
     self.mirrored = mirrored
     self._decoded = {} if decoded is None else decoded  # shared by the grayscale/mirrored views
 
   def _view(self, **change) -> "PrecroppedFrame":
     state = dict(grayscale=self.grayscale, mirrored=self.mirrored) | change
-    return PrecroppedFrame(self.shape[0], self.shape[1], self.windows, self.name, decoded=self._decoded, **state)
+    return PrecroppedFrame(self.shape[0], self.shape[1], self.windows, self._name, decoded=self._decoded, **state)
+
+  @property
+  def name(self) -> str:
+    return str(getattr(self._name, "name", self._name))
 
   def to_grayscale(self) -> "PrecroppedFrame":
     return self._view(grayscale=True)
@@ -294,7 +298,7 @@ class PrecroppedFrameRef(packed.PackedFrame):
     height, width = (int(v) for v in record["image_size"])
     if height == 0 or width == 0:
       raise pipeline.BadSample("unreadable_image", self.name)
-    return PrecroppedFrame(height, width, decode_windows(record["windows"]), self.name)
+    return PrecroppedFrame(height, width, decode_windows(record["windows"]), self)
 
 
 def _crop_specs_array(template: processing.CropSpec, search: processing.CropSpec) -> np.ndarray:
