@@ -241,7 +241,7 @@ def compare(config, roots: dict, cache_dir: str, tfds_dir: str, count: int) -> d
   from data_pipelines.training import precropped  # pylint: disable=g-import-not-at-top
   exact, fast = (build.frame_examples_from_config(config, frame_datasets(config, roots, cache_dir, path, tfds_dir),
                                                   _SEED.value) for path in ("frames", "precropped"))
-  return precropped.compare_examples(exact, fast, range(count), config.data.mean, config.data.std)
+  return precropped.compare_examples(exact, fast, range(count), config.data.std)
 
 
 def main(argv):

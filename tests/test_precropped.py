@@ -55,8 +55,7 @@ def test_fast_examples_have_the_exact_paths_draws_labels_checks_and_skips(built)
   config, native, fast, _, _ = built
   exact_examples = build.frame_examples_from_config(config, native, seed=5)
   fast_examples = build.frame_examples_from_config(config, fast, seed=5)
-  report = precropped.compare_examples(exact_examples, fast_examples, range(48), config.data.mean,
-                                       config.data.std)
+  report = precropped.compare_examples(exact_examples, fast_examples, range(48), config.data.std)
   assert report["token_mismatches"] == 0 and report["skip_mismatches"] == 0
   assert report["search_box_max_abs"] == 0  # the labels are box arithmetic, which the windows do not touch
   skips = sum(int(exact_examples(i)["skips"].sum()) for i in range(48))

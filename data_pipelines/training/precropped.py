@@ -454,10 +454,11 @@ def pack_precropped_dataset(name: str, root: str, data_dir: str, crops: processi
 
 
 def compare_examples(exact: pipeline.FrameExamples, fast: pipeline.FrameExamples, indices: Sequence[int],
-                     mean: Sequence[float], std: Sequence[float]) -> dict:
+                     std: Sequence[float]) -> dict:
   """The fast path's examples against the exact path's on the same indices (the same random draws).
 
-  Pixels are compared in uint8 units (the normalisation undone). Returns {"examples", "template_mean_abs",
+  Pixels are compared in uint8 units (the normalisation's division by `std` and 255 undone; its offset
+  cancels in the difference). Returns {"examples", "template_mean_abs",
   "template_max_abs", "search_mean_abs", "search_max_abs", "search_box_max_abs" (clamped corners,
   normalised), "token_mismatches" (examples whose target tokens differ), "skip_mismatches" (examples whose
   skip counters differ), "uncovered_crops", "crops"}."""
@@ -479,7 +480,6 @@ def compare_examples(exact: pipeline.FrameExamples, fast: pipeline.FrameExamples
     skip_mismatches += int(not np.array_equal(a["skips"], b["skips"]))
   made = collections.Counter(_coverage)
   made.subtract(before)
-  del mean  # the normalisation's offset cancels in the difference
   return {"examples": len(indices),
           "template_mean_abs": sums["templates"] / max(counts["templates"], 1),
           "template_max_abs": maxima["templates"],
