@@ -186,18 +186,19 @@ def _script(*args):
                         capture_output=True, text=True, timeout=300)
 
 
-def test_build_script_cuts_crops_with_a_progress_bar(built, tmp_path):
+def test_build_script_cuts_crops_in_worker_processes_with_a_progress_bar(built, tmp_path):
   _, _, fast, root, _ = built
   data_dir = str(tmp_path / "tfds")
   out = _script("--dataset", NAME, "--root", root, "--data-dir", data_dir, "--format", "crops", "--config",
-                "configs/fartrack.py:variant=smoke")
+                "configs/fartrack.py:variant=smoke", "--num-workers", "2")
   assert out.returncode == 0, out.stderr[-2000:]
   assert "Generating train examples" in out.stderr  # tfds' progress bar over the frames
   assert f"{NAME}: 3 sequences, 72 frames" in out.stdout
   crops = processing.FrameProcessing.from_config(_smoke_config())
   (again,) = precropped.open_precropped_datasets([NAME], data_dir, crops)
-  frame = again.sequence(1).frames[5]
-  assert frame.read_frame().windows == fast[0].sequence(1).frames[5].read_frame().windows
+  for seq in (1, 2):  # cut in 2 processes: the same windows, in the same records, as cut in one
+    for k in (0, 5, 23):
+      assert again.sequence(seq).frames[k].read_frame().windows == fast[0].sequence(seq).frames[k].read_frame().windows
   out = _script("--dataset", NAME, "--root", root, "--data-dir", str(tmp_path / "other"), "--format", "crops",
                 "--config", "configs/nope.py")
   assert out.returncode != 0 and "error: --config='configs/nope.py': no such config" in out.stderr
