@@ -44,6 +44,9 @@ _CONFIG = flags.DEFINE_string("config", "configs/fartrack.py:variant=tiny", "--f
                               "(configs/<stage>.py[:arguments]).")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 0, "--format crops: processes that decode and cut the "
                                     "frames (0: this one).")
+_OVERSAMPLE = flags.DEFINE_float("oversample", 1.0, "--format crops: store the windows this much finer than the "
+                                 "crops need (>= 1): closer to the exact crops, for oversample^2 the decoding and "
+                                 "storage.")
 
 
 def _crop_config(text: str):
@@ -68,7 +71,8 @@ def main(argv):
       from data_pipelines.training import precropped, processing  # pylint: disable=g-import-not-at-top
       crops = processing.FrameProcessing.from_config(_crop_config(_CONFIG.value))
       path = precropped.pack_precropped_dataset(_DATASET.value, _ROOT.value, _DATA_DIR.value, crops,
-                                                _CACHE_DIR.value, _NUM_WORKERS.value)
+                                                _CACHE_DIR.value, _NUM_WORKERS.value,
+                                                oversample=_OVERSAMPLE.value)
       dataset = precropped.PrecroppedTrainDataset(_DATASET.value, _DATA_DIR.value, crops.template, crops.search,
                                                   _CONFIG.value)
     else:

@@ -23,6 +23,9 @@ _WORKDIR = flags.DEFINE_string("workdir", "/tmp/data_paths", "Data, checkpoints 
 _STEPS = flags.DEFINE_integer("steps", 300, "Training steps per run.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "Seeds (init and example draws); every seed trains both paths.")
 _JSON = flags.DEFINE_string("json", None, "Write the rows as JSON here.")
+_OVERSAMPLE = flags.DEFINE_float("oversample", 1.0, "Windows of the pre-cropped set this much finer than the crops "
+                                 "need (build_tfds.py --oversample).")
+_DATA_PATHS = flags.DEFINE_list("data_paths", ["frames", "precropped"], "Data paths to train.")
 
 
 def main(argv):
@@ -31,11 +34,12 @@ def main(argv):
   from fartrack_jax.training import data_path_check  # pylint: disable=g-import-not-at-top
   if _STEPS.value < 1:
     raise SystemExit(f"error: --steps={_STEPS.value} must be >= 1")
-  rows = data_path_check.compare_data_paths(_WORKDIR.value, _STEPS.value, [int(s) for s in _SEEDS.value])
+  rows = data_path_check.compare_data_paths(_WORKDIR.value, _STEPS.value, [int(s) for s in _SEEDS.value],
+                                            _OVERSAMPLE.value, _DATA_PATHS.value)
   print()
-  benchmark.report(rows, ["data_path", "seed", "steps", "heldout_iou", "heldout_loss", "train_iou",
+  benchmark.report(rows, ["data_path", "oversample", "seed", "steps", "heldout_iou", "heldout_loss", "train_iou",
                           "train_loss"], _JSON.value)
-  for path in data_path_check.DATA_PATHS:
+  for path in _DATA_PATHS.value:
     ious = [r["heldout_iou"] for r in rows if r["data_path"] == path]
     print(f"{path}: mean held-out IoU {statistics.mean(ious):.3f} over {len(ious)} seeds")
 

@@ -202,3 +202,16 @@ def test_build_script_cuts_crops_in_worker_processes_with_a_progress_bar(built, 
   out = _script("--dataset", NAME, "--root", root, "--data-dir", str(tmp_path / "other"), "--format", "crops",
                 "--config", "configs/nope.py")
   assert out.returncode != 0 and "error: --config='configs/nope.py': no such config" in out.stderr
+
+
+def test_oversampled_windows_are_finer_up_to_the_frames_resolution():
+  template, search = processing.CropSpec(2.0, 56, 0.0, 0.0), processing.CropSpec(4.0, 112, 3.5, 0.5)
+  specs = {o: precropped.window_specs(template, search, oversample=o) for o in (1.0, 2.0)}
+  assert [w.pixels_per_s for w in specs[2.0]] == [2 * w.pixels_per_s for w in specs[1.0]]
+  box = (130.0, 90.0, 64.0, 49.0)  # s = 56: the template window at 1/2 of the frame's resolution, or 1/1
+  regions = {o: precropped.window_regions(box, 240, 320, spec) for o, spec in specs.items()}
+  (x0, _, x1, _, width, _) = regions[1.0][0]
+  assert regions[2.0][0][:4] == regions[1.0][0][:4]
+  assert width == math.ceil((x1 - x0) * 28 / 56) and regions[2.0][0][4] == x1 - x0  # capped at the frame's
+  with pytest.raises(ValueError, match="oversample"):
+    precropped.window_specs(template, search, oversample=0.5)

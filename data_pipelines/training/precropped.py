@@ -70,7 +70,6 @@ TABLE_FORMAT = 1
 # s' within +-2 standard deviations of the search jitter below and +-3.9 above (exp(N(0, 0.354^2))).
 LEVELS = tuple(2.0 ** (k / 2) for k in range(-2, 5))  # 0.5, 0.71, 1, ..., 4
 JPEG_QUALITY = 95
-TEMPLATE_OVERSAMPLE = 1.0
 # Pixels added around every window: `sample_target`'s rounding of the crop's corner (+-0.5) and its ceil.
 MARGIN = 2
 _HEADER_FIELDS = 7  # per window: x0, y0, x1, y1 (frame pixels), stored width, height, JPEG bytes
@@ -94,13 +93,16 @@ class WindowSpec:
 
 
 def window_specs(template: processing.CropSpec, search: processing.CropSpec,
-                 levels: Sequence[float] = LEVELS, template_oversample: float = TEMPLATE_OVERSAMPLE
-                 ) -> tuple[WindowSpec, ...]:
-  """The windows every frame stores for these crop kinds (see the module docstring), distinct, in order."""
+                 levels: Sequence[float] = LEVELS, oversample: float = 1.0) -> tuple[WindowSpec, ...]:
+  """The windows every frame stores for these crop kinds (see the module docstring), distinct, in order.
+  `oversample` > 1 stores every window that much finer: closer crops (less blur from resampling twice),
+  for oversample^2 the decoding and storage."""
+  if not oversample >= 1:
+    raise ValueError(f"oversample must be >= 1, got {oversample}")
   out = []
   for spec in (template, search):
     reach = (spec.center_jitter + spec.factor) / 2
-    density = spec.size / spec.factor * (template_oversample if spec is template else 1.0)
+    density = spec.size / spec.factor * oversample
     jittered = spec.center_jitter != 0 or spec.scale_jitter != 0
     for level in (levels if jittered else (1.0,)):
       window = WindowSpec(reach * level, density / level)
@@ -329,10 +331,11 @@ class TrackingCrops(packed.TrackingFrames):
   RELEASE_NOTES = {DATASET_VERSION: "Per frame, JPEG windows around its box at the crops' resolution."}
 
   def __init__(self, *, template: processing.CropSpec | None = None, search: processing.CropSpec | None = None,
-               levels: Sequence[float] = LEVELS, quality: int = JPEG_QUALITY, num_workers: int = 0, **kwargs):
+               levels: Sequence[float] = LEVELS, oversample: float = 1.0, quality: int = JPEG_QUALITY,
+               num_workers: int = 0, **kwargs):
     super().__init__(**kwargs)
     self._template, self._search = template, search
-    self._specs = window_specs(template, search, levels) if template is not None else ()
+    self._specs = window_specs(template, search, levels, oversample) if template is not None else ()
     self._quality = int(quality)
     self._num_workers = int(num_workers)
 
@@ -431,13 +434,13 @@ def open_precropped_datasets(names: Sequence[str], data_dir: str, crops: process
 
 def pack_precropped_dataset(name: str, root: str, data_dir: str, crops: processing.FrameProcessing,
                             cache_dir: str | None = None, num_workers: int = 0,
-                            quality: int = JPEG_QUALITY) -> epath.Path:
+                            quality: int = JPEG_QUALITY, oversample: float = 1.0) -> epath.Path:
   """Cuts training name `name` from its native `root` into `data_dir` for the crops of `crops`; returns
   the folder. A bad root fails with the reader's DatasetError before anything is written; a set already
   there is left as it is (opening it checks that it fits)."""
   builder = TrackingCrops(config=packed.config_name(name), data_dir=os.fspath(data_dir), root=os.fspath(root),
                           cache_dir=cache_dir, template=crops.template, search=crops.search,
-                          num_workers=num_workers, quality=quality)
+                          num_workers=num_workers, quality=quality, oversample=oversample)
   path = packed.packed_path(name, data_dir, BUILDER_NAME, DATASET_VERSION)
   if path.exists():
     if not (path / packed.SEQUENCES_FILE).exists():

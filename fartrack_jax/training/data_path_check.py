@@ -52,8 +52,10 @@ def learnable_config(steps: int, seed: int, data_path: str, tfds_data_dir: str, 
   return config_lib.validate_config(config)
 
 
-def compare_data_paths(workdir: str, steps: int = 300, seeds=(0, 1), log=print) -> list[dict]:
-  """Trains and validates every (seed, data path) in `workdir` (resumes or reuses what is there)."""
+def compare_data_paths(workdir: str, steps: int = 300, seeds=(0, 1), oversample: float = 1.0,
+                       data_paths=DATA_PATHS, log=print) -> list[dict]:
+  """Trains and validates every (seed, data path) in `workdir` (resumes or reuses what is there); the
+  pre-cropped set is cut with `oversample` (`precropped.window_specs`)."""
   from data_pipelines.training import build  # pylint: disable=g-import-not-at-top
   from data_pipelines.training import pipeline  # pylint: disable=g-import-not-at-top
   from data_pipelines.training import precropped  # pylint: disable=g-import-not-at-top
@@ -69,15 +71,16 @@ def compare_data_paths(workdir: str, steps: int = 300, seeds=(0, 1), log=print) 
       synthetic_train.make_synthetic_train_dataset(
           "got10k_train", roots[split], num_sequences=TRAIN_VIDEOS if split == "train" else HELDOUT_VIDEOS,
           num_frames=FRAMES, seed=seed)
-  tfds_dir = os.path.join(workdir, "data", "tfds")
+  tfds_dir = os.path.join(workdir, "data", f"tfds_oversample{oversample:g}")
   base = learnable_config(steps, 0, "frames", tfds_dir, roots["train"])
-  precropped.pack_precropped_dataset("SYNTHETIC", roots["train"], tfds_dir,
-                                     processing.FrameProcessing.from_config(base))
+  if "precropped" in data_paths:
+    precropped.pack_precropped_dataset("SYNTHETIC", roots["train"], tfds_dir,
+                                       processing.FrameProcessing.from_config(base), oversample=oversample)
   heldout = build.train_datasets_from_config(base, {"synthetic": roots["heldout"]})
 
   rows = []
   for seed in seeds:
-    for data_path in DATA_PATHS:
+    for data_path in data_paths:
       config = learnable_config(steps, seed, data_path, tfds_dir, roots["train"])
 
       def data_fn(config, workdir, split, per_process_batch, seed, num_examples=None):
@@ -88,8 +91,11 @@ def compare_data_paths(workdir: str, steps: int = 300, seeds=(0, 1), log=print) 
         examples = build.frame_examples_from_config(config, heldout, 1000)
         return pipeline.frame_dataset(examples, per_process_batch, num_examples=num_examples)
 
-      result = trainer.train(config, os.path.join(workdir, f"seed{seed}_{data_path}"), data_fn=data_fn)
-      row = {"data_path": data_path, "seed": seed, "steps": result.step,
+      run = f"seed{seed}_{data_path}" + (f"_oversample{oversample:g}" if data_path == "precropped" and
+                                         oversample != 1 else "")
+      result = trainer.train(config, os.path.join(workdir, run), data_fn=data_fn)
+      row = {"data_path": data_path, "oversample": oversample if data_path == "precropped" else None,
+             "seed": seed, "steps": result.step,
              "heldout_iou": float(result.val_metrics["iou"]), "heldout_loss": float(result.val_metrics["loss"]),
              "train_loss": float(result.last_metrics.get("loss", float("nan"))),
              "train_iou": float(result.last_metrics.get("iou", float("nan")))}
