@@ -11,7 +11,6 @@ import sys
 
 from absl import flags
 import cv2
-import grain
 import numpy as np
 import pytest
 

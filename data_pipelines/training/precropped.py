@@ -52,7 +52,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from data_pipelines.training import datasets
 from data_pipelines.training import packed
 from data_pipelines.training import pipeline
 from data_pipelines.training import processing
