@@ -292,6 +292,10 @@ def base_config(stage: str, variant: str = DEFAULT_VARIANT) -> ml_collections.Co
   # Read the training datasets from tensorflow-datasets array_record files built by scripts/build_tfds.py
   # under this folder (e.g. gs://bucket/tfds) instead of the native roots above.
   r.tfds_data_dir = ""
+  # Stages 1/2 only: "frames" reads whole frames (the original's crops to the bit); "precropped" reads the
+  # pre-cropped windows `scripts/build_tfds.py --format crops` writes under run.tfds_data_dir (several times
+  # the samples/s per host core, pixels resampled: README "Feeding an accelerator").
+  r.data_path = "frames"
 
   # ---------------------------------------------------------------- test
   config.test = e = ml_collections.ConfigDict()
@@ -490,4 +494,10 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
       _int(config, path, 1)
     for path in ("run.keep_period", "run.profile_steps", "run.num_workers", "run.max_steps"):
       _int(config, path, 0)
+    data_path = config.run.get("data_path", "frames")
+    if data_path not in ("frames", "precropped"):
+      _fail("run.data_path", data_path, "is not one of ('frames', 'precropped')")
+    if data_path == "precropped" and (stage == "fartrack_sparse" or not config.run.get("tfds_data_dir")):
+      _fail("run.data_path", data_path, "needs a frame stage (fartrack, fartrack_distill) and run.tfds_data_dir "
+            "(where scripts/build_tfds.py --format crops wrote the sets)")
   return config

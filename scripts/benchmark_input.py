@@ -1,7 +1,15 @@
-r"""Host input-pipeline throughput: frame pairs (stages 1 and 2) and clips (stage 3), per grain worker count.
+r"""Host input-pipeline throughput: frame pairs (stages 1 and 2) and clips (stage 3), per grain worker count
+and, for frame pairs, per data path.
 
   python scripts/benchmark_input.py [--variant smoke|tiny] [--pipelines frame,clip] [--workers 0,1,2] \
+      [--data-paths frames,precropped] [--compare 64] \
       [--batch-size N] [--warmup 2] [--windows 3] [--window-batches 5] [--data-dir DIR] [--json FILE]
+
+Data paths (frame pairs; clips always read frames): `frames` decodes whole frames (the original's crops to
+the bit), `precropped` reads the windows `precropped.pack_precropped_dataset` cuts from the same roots into
+<data-dir>/tfds (cut once before timing, `prep_s`; reused when there). Each worker count times every data
+path in turn, so their ratio is taken under the same load. --compare N then makes examples 0..N-1 on both
+paths in this process and prints the pixel and box-label differences (`precropped.compare_examples`).
 
 Writes synthetic training roots (`synthetic_train.make_synthetic_train_dataset`, one per layout the
 configs name) into a temporary folder, or into --data-dir (a layout folder already there is reused), then
@@ -9,7 +17,10 @@ for each pipeline and worker count builds the grain iterator the trainer would (
 frame pairs, `configs/fartrack_sparse.py` for clips, at --variant: smoke = the tiny test sizes, tiny = the
 real sizes: 5 templates, 112/224 crops, 32-frame clips on a 640 canvas), takes --warmup batches (worker
 start-up included), then times --windows windows of --window-batches batches each, consuming as fast as
-it can. samples/s is the median over the windows (a sample is a frame pair or a clip); frames/s counts
+it can. samples/s is the median over the windows (a sample is a frame pair or a clip), also per core
+(samples_per_s_per_core: / the cores this process may use) and per CPU-second this process and its grain
+workers spent (samples_per_cpu_s: the per-core rate when the pipeline is CPU-bound, and much less affected
+than samples/s by other load on the machine); frames/s counts
 the frames each sample decodes (T + 1 or T + S). grain reads ahead (per process: frame pairs 16 threads,
 clips max(batch, 4)), so the first window can drain what was made during the warm-up: keep a window's
 samples (--window-batches x batch size) well above that, and --windows >= 3 so the median drops it. Peak memory is the largest sum of the resident set
@@ -58,6 +69,9 @@ _FRAME_SIZE = flags.DEFINE_string("frame_size", None, "Synthetic frame size WxH 
                                   "smoke, 1280x720 for tiny, LaSOT's usual size).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the synthetic data and of the examples.")
 _JSON = flags.DEFINE_string("json", None, "Write the rows as JSON here.")
+_DATA_PATHS = flags.DEFINE_list("data_paths", ["frames", "precropped"], "Frame-pair data paths to time: frames "
+                                "(whole frames, exact) and/or precropped (pre-cut windows).")
+_COMPARE = flags.DEFINE_integer("compare", 64, "With both data paths: examples compared pixel by pixel (0: none).")
 
 # Training name -> the synthetic layout written for it and the root key `build_train_datasets` looks up.
 _LAYOUTS = {"SYNTHETIC": ("got10k_train", "synthetic"), "GOT10K_vottrain": ("got10k_train", "got10k"),
@@ -106,6 +120,19 @@ class PeakRss:
     return self.peak_bytes / 2 ** 20
 
 
+def cpu_seconds() -> float:
+  """User + system CPU seconds of this process and its live children (grain workers) so far."""
+  import psutil  # pylint: disable=g-import-not-at-top
+  me = psutil.Process()
+  total = sum(me.cpu_times()[:2])
+  for child in me.children(recursive=True):
+    try:
+      total += sum(child.cpu_times()[:2])
+    except psutil.Error:  # exited between listing and reading
+      pass
+  return total
+
+
 def _frame_size(text: str) -> tuple[int, int]:
   try:
     width, height = (int(v) for v in text.lower().split("x"))
@@ -134,12 +161,34 @@ def make_roots(data_dir: str, names, num_sequences: int, num_frames: int, size: 
   return roots
 
 
-def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, batch_size: int) -> dict:
+def precrop(config, roots: dict, cache_dir: str, tfds_dir: str) -> float:
+  """Cuts the config's training datasets into pre-cropped sets under `tfds_dir`; seconds it took."""
+  from data_pipelines.training import precropped  # pylint: disable=g-import-not-at-top
+  from data_pipelines.training import processing  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  crops = processing.FrameProcessing.from_config(config)
+  for dataset in frame_datasets(config, roots, cache_dir, "frames", None):
+    precropped.pack_precropped_dataset(dataset.name, dataset.root, tfds_dir, crops, cache_dir)
+  return time.perf_counter() - start
+
+
+def frame_datasets(config, roots: dict, cache_dir: str, data_path: str, tfds_dir: str | None):
+  from data_pipelines.training import build  # pylint: disable=g-import-not-at-top
+  if data_path == "precropped":
+    from data_pipelines.training import precropped  # pylint: disable=g-import-not-at-top
+    from data_pipelines.training import processing  # pylint: disable=g-import-not-at-top
+    return precropped.open_precropped_datasets(tuple(config.data.train.datasets_name), tfds_dir,
+                                               processing.FrameProcessing.from_config(config))
+  return build.train_datasets_from_config(config, roots, cache_dir)
+
+
+def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, batch_size: int,
+                  data_path: str = "frames", tfds_dir: str | None = None) -> dict:
   """One row: median samples/s over the timed windows and the peak RSS of this process + children."""
   from data_pipelines.training import build  # pylint: disable=g-import-not-at-top
   from data_pipelines.training import clips  # pylint: disable=g-import-not-at-top
   from data_pipelines.training import pipeline  # pylint: disable=g-import-not-at-top
-  datasets = build.train_datasets_from_config(config, roots, cache_dir)
+  datasets = frame_datasets(config, roots, cache_dir, data_path, tfds_dir)
   if kind == "clip":
     examples = build.clip_examples_from_config(config, datasets, _SEED.value)
     dataset = clips.clip_dataset(examples, batch_size, num_workers=workers)
@@ -157,7 +206,7 @@ def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, 
   if window_batches < read_ahead:
     raise ValueError(f"--window-batches={window_batches} is shorter than the {kind} pipeline's read-ahead of "
                      f"{read_ahead} batches: the windows would time its buffer, not its rate")
-  windows = []
+  windows, cpu = [], []
   with PeakRss() as memory:
     it = iter(dataset)
     start = time.perf_counter()
@@ -165,20 +214,34 @@ def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, 
       next(it)
     warmup_s = time.perf_counter() - start
     for _ in range(_WINDOWS.value):
-      start = time.perf_counter()
+      start, cpu_start = time.perf_counter(), cpu_seconds()
       for _ in range(window_batches):
         next(it)
       windows.append(time.perf_counter() - start)
+      cpu.append(cpu_seconds() - cpu_start)
     close = getattr(it, "close", None)
     if close is not None:
       close()
     del it
   samples = window_batches * batch_size
   rate = statistics.median(samples / w for w in windows)
-  return {"pipeline": kind, "variant": config.variant, "workers": workers, "batch_size": batch_size,
+  cores = len(os.sched_getaffinity(0))
+  return {"pipeline": kind, "data_path": data_path, "variant": config.variant, "workers": workers,
+          "batch_size": batch_size,
           "samples_per_s": rate, "frames_per_s": rate * frames_per_sample,
           "clips_or_pairs": samples * len(windows), "peak_rss_mb": memory.peak_mb, "warmup_s": warmup_s,
-          "read_threads": read_threads, "device": "cpu", "cores": len(os.sched_getaffinity(0))}
+          "read_threads": read_threads, "device": "cpu", "cores": cores, "samples_per_s_per_core": rate / cores,
+          # Load-independent per-core figure: samples per CPU-second this process and its workers spent.
+          "samples_per_cpu_s": statistics.median(samples / max(c, 1e-9) for c in cpu)}
+
+
+def compare(config, roots: dict, cache_dir: str, tfds_dir: str, count: int) -> dict:
+  """`precropped.compare_examples` of examples 0..count-1 made on both data paths, in this process."""
+  from data_pipelines.training import build  # pylint: disable=g-import-not-at-top
+  from data_pipelines.training import precropped  # pylint: disable=g-import-not-at-top
+  exact, fast = (build.frame_examples_from_config(config, frame_datasets(config, roots, cache_dir, path, tfds_dir),
+                                                  _SEED.value) for path in ("frames", "precropped"))
+  return precropped.compare_examples(exact, fast, range(count), config.data.std)
 
 
 def main(argv):
@@ -193,6 +256,9 @@ def main(argv):
   for kind in _PIPELINES.value:
     if kind not in _STAGES:
       raise ValueError(f"--pipelines has unknown {kind!r}; one of {', '.join(_STAGES)}")
+  for path in _DATA_PATHS.value:
+    if path not in ("frames", "precropped"):
+      raise ValueError(f"--data_paths has unknown {path!r}; one of frames, precropped")
   for name, value in (("warmup", _WARMUP.value), ("windows", _WINDOWS.value),
                       ("window_batches", _WINDOW_BATCHES.value)):
     if value is not None and value < (0 if name == "warmup" else 1):
@@ -205,21 +271,40 @@ def main(argv):
   rows = []
   try:
     roots = make_roots(data_dir, names, _NUM_SEQUENCES.value, num_frames, size, _SEED.value)
+    cache_dir = os.path.join(data_dir, "index_cache")
+    tfds_dir = os.path.join(data_dir, "tfds")
+    comparison = None
     for kind, config in configs.items():
       batch_size = _BATCH_SIZE.value or int(config.train.batch_size)
+      paths = _DATA_PATHS.value if kind == "frame" else ["frames"]
+      prep_s = {"frames": 0.0}
+      if "precropped" in paths:
+        prep_s["precropped"] = precrop(config, roots, cache_dir, tfds_dir)
+        print(f"pre-cropped sets ready in {prep_s['precropped']:.1f} s", flush=True)
       for w in workers:
-        row = time_pipeline(kind, config, roots, os.path.join(data_dir, "index_cache"), w, batch_size)
-        row["frame_size"] = f"{size[0]}x{size[1]}"
-        rows.append(row)
-        print(f"{kind} {_VARIANT.value} workers={w}: {row['samples_per_s']:.2f} samples/s, peak RSS "
-              f"{row['peak_rss_mb']:.0f} MB", flush=True)
+        for path in paths:
+          row = time_pipeline(kind, config, roots, cache_dir, w, batch_size, path, tfds_dir)
+          row["frame_size"] = f"{size[0]}x{size[1]}"
+          row["prep_s"] = prep_s[path]
+          rows.append(row)
+          print(f"{kind} {path} {_VARIANT.value} workers={w}: {row['samples_per_s']:.2f} samples/s, peak RSS "
+                f"{row['peak_rss_mb']:.0f} MB", flush=True)
+      if kind == "frame" and set(paths) == {"frames", "precropped"} and _COMPARE.value > 0:
+        comparison = compare(config, roots, cache_dir, tfds_dir, _COMPARE.value)
+        for row in rows:
+          if row["pipeline"] == "frame" and row["data_path"] == "precropped":
+            row["exactness"] = comparison  # in the JSON
   finally:
     if _DATA_DIR.value is None:
       shutil.rmtree(data_dir, ignore_errors=True)
   print()
-  benchmark.report(rows, ["pipeline", "variant", "workers", "batch_size", "samples_per_s", "frames_per_s",
-                           "clips_or_pairs", "peak_rss_mb", "warmup_s", "read_threads", "frame_size", "cores"],
-                   _JSON.value)
+  benchmark.report(rows, ["pipeline", "data_path", "variant", "workers", "batch_size", "samples_per_s",
+                           "samples_per_s_per_core", "samples_per_cpu_s", "frames_per_s", "clips_or_pairs",
+                           "peak_rss_mb", "warmup_s", "prep_s", "read_threads", "frame_size", "cores"], _JSON.value)
+  if comparison is not None:
+    print("\nprecropped against frames on the same draws (pixels in uint8 units):")
+    for key, value in comparison.items():
+      print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
 
 
 if __name__ == "__main__":

@@ -83,9 +83,11 @@ def config_name(name: str) -> str:
   return name.lower()
 
 
-def packed_path(name: str, data_dir: str) -> epath.Path:
-  """The folder of training name `name`'s packed dataset under the tfds `data_dir`."""
-  return epath.Path(os.fspath(data_dir)) / BUILDER_NAME / config_name(name) / DATASET_VERSION
+def packed_path(name: str, data_dir: str, builder: str = BUILDER_NAME,
+                version: str = DATASET_VERSION) -> epath.Path:
+  """The folder of training name `name`'s packed dataset under the tfds `data_dir` (`builder`: this module's
+  frames, or `precropped`'s crops)."""
+  return epath.Path(os.fspath(data_dir)) / builder / config_name(name) / version
 
 
 @dataclasses.dataclass(eq=False)
@@ -218,7 +220,7 @@ def _record_layout(source: datasets.TrainDataset) -> tuple[np.ndarray, np.ndarra
 
 
 def _write_table(path: epath.Path, source: datasets.TrainDataset, first_record: np.ndarray, num_records: int,
-                 unreadable_frames: int) -> None:
+                 unreadable_frames: int, **extra) -> None:
   names, object_classes, lengths, boxes, valid, visible = [], [], [], [], [], []
   for seq in source:  # one at a time: a sequence's frame paths are not kept
     names.append(seq.name)
@@ -240,7 +242,7 @@ def _write_table(path: epath.Path, source: datasets.TrainDataset, first_record: 
       first_record=np.asarray(first_record, np.int64), num_records=np.int64(num_records),
       skipped_names=np.array(list(skipped), np.str_).reshape(-1),
       skipped_reasons=np.array(list(skipped.values()), np.str_).reshape(-1),
-      unreadable_frames=np.int64(unreadable_frames))
+      unreadable_frames=np.int64(unreadable_frames), **extra)
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
   tmp = path.parent / (path.name + ".tmp")
@@ -274,34 +276,41 @@ class _RecordSource:
   """The `train` split of one packed dataset, opened on first use in each process (a grain worker gets a
   pickled copy without the open files). Pickles to its path and size only."""
 
-  def __init__(self, name: str, data_dir: str, num_records: int):
+  def __init__(self, name: str, data_dir: str, num_records: int, builder: str = BUILDER_NAME,
+               version: str = DATASET_VERSION):
     self.name = name
     self.data_dir = os.fspath(data_dir)
     self.num_records = num_records
+    self.builder = builder
+    self.version = version
     self._records = None
     self._pid = None
 
   @property
   def path(self) -> str:
-    return os.fspath(packed_path(self.name, self.data_dir))
+    return os.fspath(packed_path(self.name, self.data_dir, self.builder, self.version))
 
   def __getstate__(self):
-    return {"name": self.name, "data_dir": self.data_dir, "num_records": self.num_records}
+    return {"name": self.name, "data_dir": self.data_dir, "num_records": self.num_records,
+            "builder": self.builder, "version": self.version}
 
   def __setstate__(self, state):
     self.__init__(**state)
 
+  def _key(self):
+    return self.name, self.data_dir, self.builder, self.version
+
   def __eq__(self, other):
-    return isinstance(other, _RecordSource) and (self.name, self.data_dir) == (other.name, other.data_dir)
+    return isinstance(other, _RecordSource) and self._key() == other._key()
 
   def __hash__(self):
-    return hash((self.name, self.data_dir))
+    return hash(self._key())
 
   def record(self, index: int) -> dict:
     """Record `index` of the split: {"image": bytes, "box": [4] float32, "visible", "valid", "sequence",
     "frame"}."""
     if self._records is None or self._pid != os.getpid():
-      records = tfds.data_source(f"{BUILDER_NAME}/{config_name(self.name)}:{DATASET_VERSION}", split=SPLIT,
+      records = tfds.data_source(f"{self.builder}/{config_name(self.name)}:{self.version}", split=SPLIT,
                                  data_dir=self.data_dir, download=False)
       if len(records) != self.num_records:
         raise DatasetError(f"{self.path}: {len(records)} records, {SEQUENCES_FILE} says {self.num_records}")
@@ -331,7 +340,7 @@ class PackedFrame:
     return record["image"]
 
 
-def _load_table(path: epath.Path) -> dict[str, np.ndarray]:
+def _load_table(path: epath.Path, table_format: int = TABLE_FORMAT) -> dict[str, np.ndarray]:
   table_path = path / SEQUENCES_FILE
   try:
     data = table_path.read_bytes()
@@ -342,9 +351,9 @@ def _load_table(path: epath.Path) -> dict[str, np.ndarray]:
       table = {k: npz[k] for k in npz.files}
   except (ValueError, OSError) as e:
     raise DatasetError(f"{table_path}: unreadable sequence table ({e})") from e
-  if int(table.get("table_format", -1)) != TABLE_FORMAT:
+  if int(table.get("table_format", -1)) != table_format:
     raise DatasetError(f"{table_path}: table_format {table.get('table_format')}, this reader reads "
-                       f"{TABLE_FORMAT}")
+                       f"{table_format}")
   return table
 
 
@@ -354,17 +363,24 @@ class PackedTrainDataset:
   Opening reads only `sequences.npz`; the records are opened on the first frame read, in each process.
   No TensorFlow is imported."""
 
+  BUILDER = BUILDER_NAME
+  VERSION = DATASET_VERSION
+  TABLE_FORMAT = TABLE_FORMAT
+  FRAME = PackedFrame
+  BUILD_FLAGS = ""  # what build_tfds.py needs besides --dataset, --root and --data-dir
+
   def __init__(self, name: str, data_dir: str):
     self.name = name
     self.data_dir = os.fspath(data_dir)
-    path = packed_path(name, self.data_dir)
+    path = packed_path(name, self.data_dir, self.BUILDER, self.VERSION)
     if not (path / "dataset_info.json").exists():
       raise DatasetError(f"{self.data_dir}: no packed {name} dataset (no {path}/dataset_info.json); build it "
                          f"with: python scripts/build_tfds.py --dataset {name} --root ROOT "
-                         f"--data-dir {self.data_dir}")
-    table = _load_table(path)
+                         f"--data-dir {self.data_dir}{self.BUILD_FLAGS}")
+    table = _load_table(path, self.TABLE_FORMAT)
     if str(table["train_name"]) != name:
       raise DatasetError(f"{path / SEQUENCES_FILE}: holds {table['train_name']}, not {name}")
+    self._check_table(path, table)
     self.root = str(table["root"])  # where it was packed from
     self.is_video = bool(table["is_video"])
     self.skipped = dict(zip(table["skipped_names"].tolist(), table["skipped_reasons"].tolist()))
@@ -387,7 +403,10 @@ class PackedTrainDataset:
       self._owner = first[inverse.reshape(-1)]
     for array in (self._boxes, self._valid, self._visible):
       array.flags.writeable = False  # sequences hand out views
-    self._source = _RecordSource(name, self.data_dir, int(table["num_records"]))
+    self._source = _RecordSource(name, self.data_dir, int(table["num_records"]), self.BUILDER, self.VERSION)
+
+  def _check_table(self, path: epath.Path, table: dict[str, np.ndarray]) -> None:
+    """Subclasses refuse a table built for other settings (DatasetError)."""
 
   def __len__(self) -> int:
     return len(self._names)
@@ -409,7 +428,7 @@ class PackedTrainDataset:
     name = str(self._names[i])
     label = f"{self.name}/{name}"
     first, owner = int(self._first_record[i]), int(self._owner[i])
-    frames = tuple(PackedFrame(self._source, first + k, owner, k, label) for k in range(stop - start))
+    frames = tuple(self.FRAME(self._source, first + k, owner, k, label) for k in range(stop - start))
     class_id = int(self._seq_class[i])
     return TrainSequence(dataset=self.name, name=name, frames=frames, boxes=self._boxes[start:stop],
                          valid=self._valid[start:stop], visible=self._visible[start:stop],
@@ -419,7 +438,7 @@ class PackedTrainDataset:
     return (self.sequence(i) for i in range(len(self)))
 
   def __repr__(self) -> str:
-    return (f"PackedTrainDataset({self.name!r}, data_dir={self.data_dir!r}, {len(self)} sequences, "
+    return (f"{type(self).__name__}({self.name!r}, data_dir={self.data_dir!r}, {len(self)} sequences, "
             f"{self.num_frames} frames)")
 
 

@@ -44,8 +44,11 @@ def read_image(frame) -> np.ndarray:
 
   `frame` is a path (str or os.PathLike) or a frame reference: an object whose `read_bytes()` returns the
   encoded image (`packed.PackedFrame`), decoded with cv2.imdecode. A missing, unreadable or corrupt image
-  raises BadSample("unreadable_image", the path or the reference's `name`).
+  raises BadSample("unreadable_image", the path or the reference's `name`). A reference with
+  `read_frame()` (`precropped.PrecroppedFrameRef`) returns what that gives (a `PrecroppedFrame`).
   """
+  if hasattr(frame, "read_frame"):
+    return frame.read_frame()
   if isinstance(frame, str) or hasattr(frame, "__fspath__"):  # os.PathLike's own test
     name = frame if isinstance(frame, str) else frame.__fspath__()
     image = cv2.imread(name, cv2.IMREAD_COLOR)

@@ -138,10 +138,15 @@ def crop_and_box(image: np.ndarray, box_to_crop_around_xywh, box_to_transform_xy
   reproduced here by `padding_mask`. The box is normalised by `output_size` (`normalize=True`, as
   `jittered_center_crop` calls it).
 
+  `image` may also be a `precropped.PrecroppedFrame`, which makes the crop from its windows.
+
   Returns (crop [S, S, 3] uint8, box_to_transform in the crop (x, y, w, h) / S [4] float32,
   padding mask [S, S] bool), S = output_size.
   """
-  crop, resize_factor = crop_lib.sample_target(image, box_to_crop_around_xywh, factor, output_size)
+  if hasattr(image, "sample_target"):  # a pre-cropped frame (`precropped.PrecroppedFrame`)
+    crop, resize_factor = image.sample_target(box_to_crop_around_xywh, factor, output_size)
+  else:
+    crop, resize_factor = crop_lib.sample_target(image, box_to_crop_around_xywh, factor, output_size)
   box = transform_image_to_crop(box_to_transform_xywh, box_to_crop_around_xywh, resize_factor, output_size,
                                 normalize=True)
   return crop, box, padding_mask(box_to_crop_around_xywh, image.shape, factor, output_size)
@@ -188,6 +193,21 @@ def normalize(image, mean, std) -> np.ndarray:
   if image.dtype == np.uint8:
     image = to_unit_range(image)
   return ((image.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
+
+
+def normalized_unit_range(image_u8: np.ndarray, brightness: float, mean, std,
+                          out: np.ndarray | None = None) -> np.ndarray:
+  """`normalize(to_unit_range(image_u8, brightness), mean, std)`, equal to the bit: both are float32
+  functions of one uint8 value and its channel, so they are computed for the 256 values once and looked
+  up (cv2.LUT, written into `out` when given: a contiguous [H, W, 3] float32 array). [H, W, 3] float32."""
+  values = to_unit_range(np.arange(256, dtype=np.uint8).reshape(1, 256, 1).repeat(3, axis=2), brightness)
+  table = normalize(values, mean, std)
+  if out is None:
+    return cv2.LUT(np.ascontiguousarray(image_u8), table)
+  result = cv2.LUT(np.ascontiguousarray(image_u8), table, dst=out)
+  if result is not out and not np.shares_memory(result, out):  # OpenCV reallocates a mismatched dst
+    out[...] = result
+  return out
 
 
 def box_to_tokens(box_xywh, bins: int, coord_range: float) -> tuple[np.ndarray, np.ndarray]:
@@ -255,14 +275,14 @@ class FrameProcessing:
       crop, crop_box, mask = crop_and_box(frame, jittered_box, box, spec.factor, spec.size)
       brightness = rng.uniform(max(0.0, 1 - BRIGHTNESS_JITTER), 1 + BRIGHTNESS_JITTER)
       flip = rng.random() < FLIP_PROBABILITY
-      image = to_unit_range(crop, brightness)
       if flip:
-        # The original flips the attention mask too, and its strided check is not mirror-symmetric.
-        image, mask = image[:, ::-1], mask[:, ::-1]
-      out.append((normalize(image, self.mean, self.std), flip_box(crop_box, flip, 1.0), mask))
-    if not all(crop_is_valid(mask) for _, _, mask in out):
+        # The original flips the attention mask too, and its strided check is not mirror-symmetric. Flipping
+        # the uint8 crop before the (per-pixel) normalisation gives the same values as flipping after it.
+        crop, mask = np.ascontiguousarray(crop[:, ::-1]), mask[:, ::-1]
+      out.append((crop, brightness, flip_box(crop_box, flip, 1.0), mask))
+    if not all(crop_is_valid(mask) for *_, mask in out):
       return None
-    return out
+    return out  # normalised by __call__ once the example is accepted, into the output arrays
 
   def __call__(self, template_frames: Sequence[np.ndarray], template_boxes, search_frame: np.ndarray,
                search_box, rng: np.random.Generator) -> dict:
@@ -275,10 +295,11 @@ class FrameProcessing:
     def joint(frame, box):
       # The original flips each box about the first frame's width of its list; frames of one sequence
       # share a size, so each frame's own width is the same thing.
+      precropped = hasattr(frame, "sample_target")  # `precropped.PrecroppedFrame`: the same, per crop
       if grayscale:
-        frame = to_grayscale(frame)
+        frame = frame.to_grayscale() if precropped else to_grayscale(frame)
       if flip:
-        frame = np.ascontiguousarray(frame[:, ::-1])
+        frame = frame.mirror() if precropped else np.ascontiguousarray(frame[:, ::-1])
       return frame, flip_box(np.asarray(box, np.float32), flip, frame.shape[1] - 1)
 
     templates = [joint(f, b) for f, b in zip(template_frames, template_boxes)]
@@ -293,10 +314,16 @@ class FrameProcessing:
     if self._crops([search_frame], [search_box], self.template, rng, make_pixels=False) is None:
       return self.invalid()
 
-    search_image, search_crop_box, _ = search_crops[0]
+    t, s = self.template.size, self.search.size
+    templates = np.empty((self.num_templates, t, t, 3), np.float32)
+    for k, (crop, brightness, _, _) in enumerate(template_crops):
+      normalized_unit_range(crop, brightness, self.mean, self.std, out=templates[k])
+    search_crop, search_brightness, search_crop_box, _ = search_crops[0]
+    search = normalized_unit_range(search_crop, search_brightness, self.mean, self.std,
+                                   out=np.empty((s, s, 3), np.float32))
     corners, tokens = box_to_tokens(search_crop_box, self.bins, self.coord_range)
-    return {"templates": np.stack([image for image, _, _ in template_crops]).astype(np.float32),
-            "search": search_image.astype(np.float32),
+    return {"templates": templates,
+            "search": search,
             "search_box": corners,
             "target_tokens": tokens,
             "valid": np.bool_(True)}

@@ -88,7 +88,13 @@ def _default_data(config, workdir: str, split: str, per_process_batch: int, seed
   this process's shard."""
   # Imported here: the data package pulls OpenCV and grain, which only the training run needs.
   from data_pipelines.training import build, pipeline  # pylint: disable=g-import-not-at-top
-  if config.run.tfds_data_dir:
+  if config.run.get("data_path", "frames") == "precropped":  # validate_config checks the stage and folder
+    from data_pipelines.training import precropped, processing  # pylint: disable=g-import-not-at-top
+    datasets = precropped.open_precropped_datasets(tuple(config.data[split].datasets_name),
+                                                   config.run.tfds_data_dir,
+                                                   processing.FrameProcessing.from_config(config),
+                                                   f"configs/{config.stage}.py:variant={config.variant}")
+  elif config.run.tfds_data_dir:
     from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
     datasets = packed.open_packed_datasets(tuple(config.data[split].datasets_name), config.run.tfds_data_dir)
   else:
