@@ -32,7 +32,7 @@ def from_config(config, dtype: str = "float32", batch: int | None = None) -> dic
   sparse = config.stage == "fartrack_sparse"
   return {
       "format": FORMAT, "stage": config.stage, "variant": config.get("variant"), "depth": spec.depth,
-      "dtype": dtype,      "batch": batch,  # None: any batch
+      "dtype": dtype, "batch": batch,  # batch None: any
       "num_templates": spec.num_templates, "template_size": tc.template_size, "search_size": tc.search_size,
       "template_factor": tc.template_factor, "search_factor": tc.search_factor,
       "bins": spec.bins, "range": spec.range, "vocab_size": spec.vocab_size,
