@@ -36,6 +36,9 @@ _OUTPUT = flags.DEFINE_string("output", None, "File to write (StableHLO: also FI
 _BATCH = flags.DEFINE_integer("batch", None, "Fixed batch size; default: dynamic.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32"], "Precision of the exported network (float32; "
                            "onnxruntime's CPU kernels have no faster float16 path on x86).")
+_QUANTIZE = flags.DEFINE_enum("quantize", None, ["int8"], "ONNX only: onnxruntime's dynamic int8 quantization "
+                              "of the matmuls (faster on CPUs with int8 dot products; boxes no longer equal "
+                              "the float32 tracker's, see README).")
 _CHECK = flags.DEFINE_bool("check", False, "Compare the export with the jitted JAX forward; exit 1 above "
                            "1e-4 on the logits or on any keep-mask difference.")
 
@@ -72,10 +75,13 @@ def main(argv):
   except (ValueError, FileNotFoundError, KeyError) as e:
     raise SystemExit(f"error: {one_line(e)}") from None
   try:
-    meta = export.export(config, params, _FORMAT.value, _OUTPUT.value, _BATCH.value)
+    meta = export.export(config, params, _FORMAT.value, _OUTPUT.value, _BATCH.value,
+                         int8=_QUANTIZE.value == "int8")
+  except ValueError as e:
+    raise SystemExit(f"error: {one_line(e)}") from None
   except ImportError as e:
     raise SystemExit(f"error: {e.name or e} is not installed: pip install -r requirements.txt") from None
-  print(f"wrote {_OUTPUT.value}: {_FORMAT.value}, stage {meta['stage']}, {meta['depth']} layers, batch "
+  print(f"wrote {_OUTPUT.value}: {_FORMAT.value} {meta['dtype']}, stage {meta['stage']}, {meta['depth']} layers, batch "
         f"{meta['batch'] or 'dynamic'}")
   if _CHECK.value:
     inputs = export.random_inputs(meta, batch=_BATCH.value or 2)
@@ -88,6 +94,8 @@ def main(argv):
       ours = exported.call(*inputs)
     result = export.compare(reference, ours)
     print("  ".join(f"{k} {v:g}" for k, v in result.items()))
+    if _QUANTIZE.value:
+      return  # int8 is not held to the float32 tolerance; the figures above say how far it is.
     if result["logits_max_abs_diff"] > TOLERANCE or result.get("keep_mask_mismatches", 0):
       raise SystemExit(f"error: the export differs from the JAX forward (tolerance {TOLERANCE} on logits, "
                        "none on masks)")

@@ -105,6 +105,25 @@ def export_onnx(config, params, output: str, batch: int | None = None) -> dict:
   return json.loads(next(p.value for p in model.metadata_props if p.key == meta_lib.KEY))
 
 
+def quantize_int8(source: str, output: str) -> str:
+  """onnxruntime's dynamic quantization of an ONNX export: int8 weights for the matmuls, activations
+  quantized per call; the metadata is kept (its dtype set to "int8-dynamic"). Writes `output` atomically."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import onnx  # pylint: disable=g-import-not-at-top
+  from onnxruntime import quantization  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as tmp:
+    quantized = os.path.join(tmp, "int8.onnx")
+    quantization.quantize_dynamic(source, quantized, weight_type=quantization.QuantType.QInt8,
+                                  op_types_to_quantize=["MatMul", "Gemm"])
+    model = onnx.load(quantized)
+  meta = json.loads(next(p.value for p in onnx.load(source).metadata_props if p.key == meta_lib.KEY))
+  del model.metadata_props[:]
+  entry = model.metadata_props.add()
+  entry.key, entry.value = meta_lib.KEY, json.dumps(dict(meta, dtype="int8-dynamic"))
+  _write_atomic({output: model.SerializeToString()})
+  return output
+
+
 def stablehlo_export(config, params, batch: int | None = None,
                      platforms=STABLEHLO_PLATFORMS) -> jax.export.Exported:
   return jax.export.export(jax.jit(tracking_forward(config, params)), platforms=platforms)(
@@ -136,9 +155,17 @@ def load_stablehlo(path: str, stage: str | None = None):
   return exported, meta
 
 
-def export(config, params, fmt: str, output: str, batch: int | None = None) -> dict:
+def export(config, params, fmt: str, output: str, batch: int | None = None, int8: bool = False) -> dict:
+  if fmt == "onnx" and int8:
+    import tempfile  # pylint: disable=g-import-not-at-top
+    with tempfile.TemporaryDirectory() as tmp:
+      meta = export_onnx(config, params, os.path.join(tmp, "float32.onnx"), batch)
+      quantize_int8(os.path.join(tmp, "float32.onnx"), output)
+    return dict(meta, dtype="int8-dynamic")
   if fmt == "onnx":
     return export_onnx(config, params, output, batch)
+  if int8:
+    raise ValueError("--quantize int8 applies to --format onnx only")
   if fmt == "stablehlo":
     return export_stablehlo(config, params, output, batch)
   raise ValueError(f"--format must be one of {FORMATS}, got {fmt!r}")
