@@ -7,7 +7,7 @@ For each variant: the jitted forward of `configs/<stage>.py:variant=<v>` at batc
 inputs (the sparse stage runs its tracking mode, keep masks included), timed `--runs` times after
 `--warmup` calls with `block_until_ready` on every call; median and min in ms. With --torch-repo the
 original PyTorch model of the same variant is timed in the same run on the same machine (eval mode,
-no_grad, `torch.set_num_threads(os.cpu_count())`), alternating call by call with ours so that load from
+no_grad, `torch.set_num_threads`: --threads, default all cores), alternating call by call with ours so that load from
 elsewhere on a shared machine affects both alike. --formats adds the exports of the same weights
 (`fartrack_jax/deploy`): `onnxruntime` (the ONNX export under onnxruntime, CPU provider, intra-op threads =
 cores), `onnxruntime_int8` (the same after onnxruntime's dynamic int8 quantization of the matmuls) and
@@ -36,7 +36,13 @@ _TORCH_REPO = flags.DEFINE_string("torch_repo", None, "Checkout of the original 
 _JSON = flags.DEFINE_string("json", None, "Write the rows as JSON here.")
 _FORMATS = flags.DEFINE_list("formats", ["jax", "onnxruntime", "stablehlo"], "What to time besides --torch-repo: "
                              "jax, onnxruntime, onnxruntime_int8, stablehlo.")
+_THREADS = flags.DEFINE_integer("threads", None, "Threads of PyTorch and onnxruntime (default: all cores). "
+                                "1 compares per-core speed, which holds up better on a loaded machine.")
 FORMATS = ("jax", "onnxruntime", "onnxruntime_int8", "stablehlo")
+
+
+def _threads() -> int:
+  return _THREADS.value or os.cpu_count() or 1
 
 
 def _random_params_and_inputs(config):
@@ -61,7 +67,7 @@ def onnxruntime_forward(config, int8: bool = False):
     export.export_onnx(config, params, path, batch=1)
     if int8:
       path = export.quantize_int8(path, os.path.join(tmp, "model_int8.onnx"))
-    net = runtime.OnnxNetwork(path, threads=os.cpu_count())
+    net = runtime.OnnxNetwork(path, threads=_threads())
   return (lambda: net(*inputs)), (lambda out: out)
 
 
@@ -98,7 +104,7 @@ def torch_forward(config, torch_repo):
   import torch  # pylint: disable=g-import-not-at-top
   from fartrack_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   from fartrack_jax import parity  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(os.cpu_count() or 1)
+  torch.set_num_threads(_threads())
   net = parity.load_original(torch_repo, config, seed=0)
   spec = model_lib.ModelSpec.from_config(config)
   z = [torch.randn(1, 3, spec.template_size, spec.template_size) for _ in range(spec.num_templates)]
@@ -155,6 +161,7 @@ def main(argv):
       if name.startswith("onnxruntime"):
         import onnxruntime  # pylint: disable=g-import-not-at-top
         row["onnxruntime"] = onnxruntime.__version__
+        row["device"] = f"cpu ({_threads()} threads)"
       if torch_row:
         row["speedup_vs_torch"] = torch_row["median_ms"] / r["median_ms"]
       rows.append(row)

@@ -34,8 +34,9 @@ _RANDOM_INIT = flags.DEFINE_bool("random_init", False, "Export freshly initialis
 _FORMAT = flags.DEFINE_enum("format", "onnx", ["onnx", "stablehlo"], "What to write.")
 _OUTPUT = flags.DEFINE_string("output", None, "File to write (StableHLO: also FILE.json).")
 _BATCH = flags.DEFINE_integer("batch", None, "Fixed batch size; default: dynamic.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32"], "Precision of the exported network (float32; "
-                           "onnxruntime's CPU kernels have no faster float16 path on x86).")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32"], "Precision of the exported network: float32 "
+                           "(a float16 export is not implemented; --quantize int8 is the reduced-precision "
+                           "option).")
 _QUANTIZE = flags.DEFINE_enum("quantize", None, ["int8"], "ONNX only: onnxruntime's dynamic int8 quantization "
                               "of the matmuls (faster on CPUs with int8 dot products; boxes no longer equal "
                               "the float32 tracker's, see README).")
