@@ -7,10 +7,10 @@ For each variant: the jitted forward of `configs/<stage>.py:variant=<v>` at batc
 inputs (the sparse stage runs its tracking mode, keep masks included), timed `--runs` times after
 `--warmup` calls with `block_until_ready` on every call; median and min in ms. With --torch-repo the
 original PyTorch model of the same variant is timed in the same run on the same machine (eval mode,
-no_grad, `torch.set_num_threads`: --threads, default all cores), alternating call by call with ours so that load from
+no_grad, --threads threads, default all cores), alternating call by call with ours so that load from
 elsewhere on a shared machine affects both alike. --formats adds the exports of the same weights
-(`fartrack_jax/deploy`): `onnxruntime` (the ONNX export under onnxruntime, CPU provider, intra-op threads =
-cores), `onnxruntime_int8` (the same after onnxruntime's dynamic int8 quantization of the matmuls) and
+(`fartrack_jax/deploy`): `onnxruntime` (the ONNX export under onnxruntime, CPU provider, --threads intra-op
+threads), `onnxruntime_int8` (the same after onnxruntime's dynamic int8 quantization of the matmuls) and
 `stablehlo` (the `jax.export` artefact deserialized and called), all in the same interleaved loop. Prints a
 table; --json writes a list of rows {"variant", "framework", "median_ms", "min_ms", "device", ...}.
 """
