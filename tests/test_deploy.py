@@ -182,11 +182,10 @@ def test_track_video_onnx_errors_are_one_line_and_write_nothing(smoke_exports, t
   _, _, path = smoke_exports["fartrack_sparse"]
   frames, boxes = synthetic.render_sequence(np.random.default_rng(6), 4, (96, 72))
   import cv2  # pylint: disable=g-import-not-at-top
-  folder = tmp_path / "video.mp4"  # --input: a video file
-  writer = cv2.VideoWriter(str(folder), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 72))
-  for frame in frames:
-    writer.write(frame)
-  writer.release()
+  folder = tmp_path / "frames"  # --input: an image folder
+  folder.mkdir()
+  for i, frame in enumerate(frames):
+    cv2.imwrite(str(folder / f"{i:04d}.png"), frame)
   box = ",".join(str(int(v)) for v in boxes[0])
   script = os.path.join(ROOT, "scripts", "track_video.py")
   plain = tmp_path / "plain.onnx"
@@ -218,6 +217,7 @@ def test_track_video_onnx_errors_are_one_line_and_write_nothing(smoke_exports, t
   assert proc.returncode == 0, proc.stderr[-2000:]
   lines = (tmp_path / "out" / "boxes.txt").read_text().splitlines()
   assert len(lines) == 4 and [float(v) for v in lines[0].split(",")] == [float(v) for v in boxes[0]]
+  assert (tmp_path / "out" / "tracked.mp4").stat().st_size > 0
 
 
 def test_export_model_refuses_a_checkpoint_that_does_not_fit_and_writes_nothing(tmp_path):
