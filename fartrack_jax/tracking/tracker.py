@@ -32,7 +32,21 @@ import numpy as np
 
 from fartrack_jax import model as model_lib
 from fartrack_jax.tracking import crop as crop_lib
-from fartrack_jax.tracking.sampling import selection_table
+
+
+def selection_table(capacity: int, num_templates: int, base: float = 0.7) -> np.ndarray:
+  """`[capacity + 1, T]` int32: row S holds the stored-template index of each slot when S templates are
+  stored. Computed in float64 on the host: `int((S - 1) * (1 - 0.7 ** i))` flips at different S in
+  float32."""
+  table = np.zeros((capacity + 1, num_templates), np.int32)
+  for s in range(1, capacity + 1):
+    if s < num_templates:  # mode1: shift the few templates to the newest slots
+      shift = num_templates - s
+      idx = [min(max(0, pos - shift), s - 1) for pos in range(num_templates)]
+    else:
+      idx = [0] + [int((s - 1) * (1 - base ** i)) for i in range(1, num_templates - 1)] + [s - 1]
+    table[s] = idx
+  return table
 
 
 @flax.struct.dataclass
