@@ -82,8 +82,8 @@ def main(argv):
     raise SystemExit(f"error: {one_line(e)}") from None
   except ImportError as e:
     raise SystemExit(f"error: {e.name or e} is not installed: pip install -r requirements.txt") from None
-  print(f"wrote {_OUTPUT.value}: {_FORMAT.value} {meta['dtype']}, stage {meta['stage']}, {meta['depth']} layers, batch "
-        f"{meta['batch'] or 'dynamic'}")
+  print(f"wrote {_OUTPUT.value}: {_FORMAT.value} {meta['dtype']}, stage {meta['stage']}, {meta['depth']} "
+        f"layers, batch {meta['batch'] or 'dynamic'}")
   if _CHECK.value:
     inputs = export.random_inputs(meta, batch=_BATCH.value or 2)
     reference = jax.jit(export.tracking_forward(config, params))(*inputs)
