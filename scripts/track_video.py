@@ -5,6 +5,12 @@ r"""Tracks one object through a video file or an image folder.
 
 Writes `out/boxes.txt` (x,y,w,h per frame, the first being --init-box) and `out/tracked.mp4` with the boxes
 drawn. Frames of a video are decoded on demand, never all at once.
+
+  python scripts/track_video.py --onnx fartrack_pico.onnx --input video.mp4 --init-box 120,80,40,60 \
+      --output-dir out/
+
+tracks with an ONNX export (scripts/export_model.py) under onnxruntime, with numpy and OpenCV only (no JAX
+is imported; --config and --checkpoint are not needed: the export's metadata holds the tracker settings).
 """
 
 import os
@@ -24,10 +30,64 @@ _INPUT = flags.DEFINE_string("input", None, "A video file or a folder of images 
 _INIT_BOX = flags.DEFINE_string("init_box", None, "Target in the first frame: x,y,w,h in pixels "
                                 "(also --init-box).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where boxes.txt and tracked.mp4 go (also --output-dir).")
+_ONNX = flags.DEFINE_string("onnx", None, "Track with this ONNX export under onnxruntime instead of JAX "
+                            "(no --config/--checkpoint).")
+_THREADS = flags.DEFINE_integer("threads", None, "With --onnx: onnxruntime's intra-op threads (default: "
+                                "all cores).")
+
+
+def track_onnx():
+  """The --onnx path: `fartrack_jax.deploy.runtime`, which imports no JAX."""
+  for name, value in (("--input", _INPUT.value), ("--init-box", _INIT_BOX.value),
+                      ("--output-dir", _OUTPUT_DIR.value)):
+    if not value:
+      raise SystemExit(f"{name} is required (see --help)")
+  from fartrack_jax.deploy import metadata, runtime  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.tracking import video  # pylint: disable=g-import-not-at-top
+  try:
+    network = runtime.OnnxNetwork(_ONNX.value, stage=_CONFIG.value.stage if _CONFIG.value else None,
+                                  threads=_THREADS.value)
+    box = video.parse_box(_INIT_BOX.value)
+    frames = video.open_frames(_INPUT.value)
+    first = runtime.read_rgb(frames[0]) if isinstance(frames[0], str) else frames[0]
+    video.check_box_in_frame(box, *first.shape[:2])
+    print(f"tracking {len(frames)} frames of {_INPUT.value} with {_ONNX.value} "
+          f"({network.meta['stage']}, {network.meta['depth']} layers)", flush=True)
+    boxes, times = runtime.track_frames(runtime.RuntimeTracker(network), frames, box)
+  except (metadata.DeployError, ValueError, FileNotFoundError) as e:
+    raise SystemExit(f"error: {e}") from None
+  os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
+  from data_pipelines.benchmarks import annotation_files  # pylint: disable=g-import-not-at-top
+  annotation_files.write_text_atomic(os.path.join(_OUTPUT_DIR.value, "boxes.txt"),
+                                     "".join(",".join(f"{v:.2f}" for v in b) + "\n" for b in boxes))
+  fps = frames.fps() if isinstance(frames, video.VideoFrames) else 30.0
+  if not isinstance(frames, video.VideoFrames):
+    paths = frames
+    frames = _ReadOnDemand(lambda i: runtime.read_rgb(paths[i]), len(paths))
+  video.draw_video(frames, boxes, os.path.join(_OUTPUT_DIR.value, "tracked.mp4"), fps)
+  print(f"{len(boxes)} boxes ({len(boxes) / max(sum(times), 1e-9):.1f} frames/s) -> {_OUTPUT_DIR.value}")
+
+
+class _ReadOnDemand:
+  """Frames of an image folder as RGB arrays, read when drawn (never all in memory)."""
+
+  def __init__(self, read, length):
+    self._read, self._len = read, length
+
+  def __len__(self):
+    return self._len
+
+  def __getitem__(self, index):
+    return self._read(index)
 
 
 def main(argv):
   del argv
+  if _ONNX.value:
+    if _CHECKPOINT.value:
+      raise SystemExit("--checkpoint is not used with --onnx (the export holds the weights)")
+    track_onnx()
+    return
   for name, value in (("--config", _CONFIG.value), ("--checkpoint", _CHECKPOINT.value),
                       ("--input", _INPUT.value), ("--init-box", _INIT_BOX.value),
                       ("--output-dir", _OUTPUT_DIR.value)):
