@@ -10,13 +10,14 @@ import pytest
 from fartrack_jax import convert
 from fartrack_jax import model as model_lib
 from fartrack_jax.tracking import crop as crop_lib
+from fartrack_jax.tracking import sampling
 from fartrack_jax.tracking import tracker as trk
 from data_pipelines import synthetic
 from tests.helpers import init, load_config
 
 
 def test_selection_table_follows_mode1_then_exponential_sampling():
-  table = trk.selection_table(200, 5)
+  table = sampling.selection_table(200, 5)
   # Fewer than 5 stored templates: the oldest repeats in the first slots ("mode1").
   assert table[1].tolist() == [0, 0, 0, 0, 0]
   assert table[2].tolist() == [0, 0, 0, 0, 1]

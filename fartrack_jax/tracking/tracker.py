@@ -35,24 +35,7 @@ import numpy as np
 
 from fartrack_jax import model as model_lib
 from fartrack_jax.tracking import crop as crop_lib
-
-
-def selection_table(capacity: int, num_templates: int, base: float = 0.7) -> np.ndarray:
-  """`[capacity + 1, T]` int32: row S holds the stored-template index of each slot when S templates are
-  stored. Computed in float64 on the host: `int((S - 1) * (1 - 0.7 ** i))` flips at different S in
-  float32."""
-  table = np.zeros((capacity + 1, num_templates), np.int32)
-  for s in range(1, capacity + 1):
-    table[s] = selection(s, num_templates, base)
-  return table
-
-
-def selection(count: int, num_templates: int, base: float = 0.7) -> list[int]:
-  """Row `count` of `selection_table`: the stored-template index of each slot when `count` are stored."""
-  if count < num_templates:  # mode1: shift the few templates to the newest slots
-    shift = num_templates - count
-    return [min(max(0, pos - shift), count - 1) for pos in range(num_templates)]
-  return [0] + [int((count - 1) * (1 - base ** i)) for i in range(1, num_templates - 1)] + [count - 1]
+from fartrack_jax.tracking import sampling
 
 
 class _HostTemplates:
@@ -73,7 +56,7 @@ class _HostTemplates:
 
   def selected(self, num_templates: int, base: float, tokens: int):
     """`([T, Hz, Wz, 3] uint8, [T, P_z] bool)`: the slots' templates and masks; the newest is whole."""
-    idx = selection(self.count, num_templates, base)
+    idx = sampling.selection_row(self.count, num_templates, base)
     templates = np.stack([self.templates[i] for i in idx])
     masks = np.stack([self.masks[i] if i < self.count - 1 else np.ones((tokens,), bool) for i in idx])
     if self.count >= num_templates:
@@ -134,7 +117,7 @@ class BatchTracker:
     self.tc = TrackerConfig.from_config(config, capacity)
     self.batch = batch
     self.net = model_lib.build_model(config)
-    self.table = jnp.asarray(selection_table(capacity, self.spec.num_templates, self.tc.sampling_base))
+    self.table = jnp.asarray(sampling.selection_table(capacity, self.spec.num_templates, self.tc.sampling_base))
     s, tc = self.spec, self.tc
     shape = lambda *d: (batch,) + d
     data_sharding = replicated = None
