@@ -21,6 +21,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from fartrack_jax import storage
+
 ITEMS = ("state", "data", "meta")
 
 
@@ -28,7 +30,7 @@ class TrainCheckpoints:
   """Checkpoints of one run under `<workdir>/checkpoints`."""
 
   def __init__(self, directory: str, keep: int, keep_period: int = 0, async_save: bool = True):
-    self.directory = os.path.abspath(directory) if "://" not in directory else directory
+    self.directory = os.fspath(storage.as_path(directory))
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, keep_period=keep_period or None, create=True,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
@@ -56,9 +58,33 @@ class TrainCheckpoints:
         meta=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["meta"])
 
+  def read_meta(self, step: int) -> dict:
+    """The JSON metadata of the checkpoint at `step` (no arrays are read)."""
+    return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+class ModelMismatchError(ValueError):
+  """A run resumed with a config whose model is not the one its checkpoints hold."""
+
+
+def check_same_model(meta: dict, config, directory: str, step: int) -> None:
+  """`ModelMismatchError` naming every model field of `config` that differs from the checkpoint's `meta`
+  (a resumed run must train the model it saved; restoring other shapes would fail deep inside orbax)."""
+  saved = meta.get("model") or {}
+  current = config.model.to_dict()
+  norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v
+  fields = [("stage", meta.get("stage"), config.stage)]
+  fields += [(f"model.{k}", saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))
+             if k not in ("pretrain_file", "pretrain_pth", "allow_random_init")]
+  diffs = [f"{name}: checkpoint {old!r}, config {new!r}" for name, old, new in fields
+           if name == "stage" and old is not None and old != new or name != "stage" and norm(old) != norm(new)]
+  if diffs:
+    raise ModelMismatchError(f"{directory} step {step} was trained with another model than the config's: "
+                             + "; ".join(diffs) + " (use a new --workdir, or the config the run started with)")
 
 
 def abstract_like(state_shapes, shardings):
@@ -72,10 +98,11 @@ def load_train_params(directory: str, step: int | None = None) -> tuple[dict, di
   iterator: `directory` is a run's workdir or its `checkpoints` folder; `step` defaults to the latest.
   Returns `(params, meta, step)`."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  directory = os.path.abspath(directory)
-  if os.path.isdir(os.path.join(directory, "checkpoints")):
-    directory = os.path.join(directory, "checkpoints")
-  if not os.path.isdir(directory):
+  path = storage.as_path(directory)
+  if (path / "checkpoints").is_dir():
+    path = path / "checkpoints"
+  directory = os.fspath(path)
+  if not path.is_dir():
     raise FileNotFoundError(f"no training checkpoints at {directory}")
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
                                   item_names=ITEMS,
