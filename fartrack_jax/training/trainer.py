@@ -169,8 +169,13 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
     state = jax.jit(build_state, out_shardings=shardings)(jax.device_put(params, shardings["params"]))
     logger.info("starting from %s", source)
   else:
-    state, _ = ckpts.restore(latest, checkpointing.abstract_like(shapes, shardings), train_iter)
-    logger.info("resumed from step %d of %s", latest, ckpts.directory)
+    saved_by = ckpts.saved_process_count(latest)
+    state, _ = ckpts.restore(latest, checkpointing.abstract_like(shapes, shardings), train_iter,
+                             global_batch=int(config.train.global_batch_size))
+    logger.info("resumed from step %d of %s%s", latest, ckpts.directory,
+                "" if saved_by in (None, jax.process_count()) else
+                f" (saved by {saved_by} processes, now {jax.process_count()}: the data continue at global "
+                f"example {latest * int(config.train.global_batch_size)})")
   del params
 
   train_step = steps.make_train_step(loss_fn, tx, shardings, mesh, schedules)
@@ -191,6 +196,7 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
   last_metrics: dict[str, float] = {}
   val_metrics: dict[str, float] = {}
   meta = {"stage": config.stage, "variant": config.variant, "depth": int(config.model.depth),
+          "global_batch_size": int(config.train.global_batch_size), "processes": jax.process_count(),
           "model": config.model.to_dict(), "format": "fartrack-jax-train-v1"}
 
   step = int(jax.device_get(state["step"]))

@@ -1,0 +1,151 @@
+"""Multi-process training, rehearsed on one machine as a TPU slice would run it: real processes joined by
+`jax.distributed` (a coordinator on localhost, gloo collectives between CPU devices), started through
+scripts/launch_local.py, compared with one process of the same number of devices.
+
+Tolerance 1e-5 on every parameter and optimizer leaf: the runs compute the same fp32 math on the same global
+batch; only the order of the cross-device reductions differs (measured differences are ~1e-8)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from data_pipelines.training import pipeline, synthetic_train
+from fartrack_jax import distributed
+from fartrack_jax.training import checkpointing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOL = 1e-5
+TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("synthetic") / "got10k")
+  synthetic_train.make_synthetic_train_dataset("got10k_train", root, num_sequences=3, num_frames=24)
+  return root
+
+
+def train_args(stage, workdir, data_root, max_steps, *more):
+  config = {"fartrack": "fartrack.py", "fartrack_sparse": "fartrack_sparse.py"}[stage]
+  return [os.path.join(ROOT, "scripts", "train.py"), "--config", os.path.join(ROOT, "configs", config)
+          + ":variant=smoke", "--workdir", workdir, "--data-root", f"synthetic={data_root}",
+          f"--config.run.max_steps={max_steps}", "--config.data.train.sample_per_epoch=256",
+          "--config.run.checkpoint_every_steps=2", "--config.run.val_every_steps=100000",
+          "--config.run.keep_checkpoints=10", *more]
+
+
+def env_with_devices(devices):
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  return dict(os.environ, JAX_PLATFORMS="cpu",
+              XLA_FLAGS=" ".join(flags + [f"--xla_force_host_platform_device_count={devices}"]))
+
+
+def run_single(args, devices):
+  out = subprocess.run([sys.executable, *args], cwd=ROOT, env=env_with_devices(devices), capture_output=True,
+                       text=True, timeout=TIMEOUT_S)
+  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+  return out.stdout + out.stderr
+
+
+def run_launched(args, processes, devices_per_process, *launcher_flags):
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "launch_local.py"),
+                        f"--processes={processes}", f"--devices_per_process={devices_per_process}",
+                        *launcher_flags, "--", *args],
+                       cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+  assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+  return out.stdout
+
+
+def assert_states_close(a, b, what):
+  leaves_a = dict(jax.tree_util.tree_leaves_with_path(a))
+  leaves_b = dict(jax.tree_util.tree_leaves_with_path(b))
+  assert leaves_a.keys() == leaves_b.keys(), what
+  worst = max(float(np.max(np.abs(np.asarray(leaves_a[k], np.float64) - np.asarray(leaves_b[k], np.float64))))
+              if np.size(leaves_a[k]) else 0.0 for k in leaves_a)
+  print(f"{what}: max |difference| {worst:.3g}")
+  assert worst <= TOL, f"{what}: max |difference| {worst}"
+  return worst
+
+
+def test_two_processes_equal_one_and_restart_on_other_topologies(tmp_path, data_root):
+  """Stage 1: 2 processes x 4 devices with params sharded over all 8 (fsdp=8, across both processes) end
+  step 2 with the state of 1 process x 8 devices; that checkpoint restarted as 1 process x 8 devices
+  (fsdp=1) ends step 4 with the state of the uninterrupted single-process run, and so does a 1 x 8 checkpoint
+  restarted on 1 process x 2 devices with fsdp=2. Equal states at step 4 also mean the data continued at
+  the same global example: a repeated or skipped batch would change them."""
+  batch = ["--config.train.global_batch_size=8"]
+  reference = str(tmp_path / "one_by_eight")
+  run_single(train_args("fartrack", reference, data_root, 4, *batch), 8)
+
+  shared = str(tmp_path / "two_by_four")
+  log = run_launched(train_args("fartrack", shared, data_root, 2, *batch, "--config.run.fsdp=8"), 2, 4)
+  assert "[0] done: step 2" in log and "[1] done: step 2" in log
+  data_files = sorted(os.listdir(os.path.join(shared, "checkpoints", "2", "data")))
+  assert [f for f in data_files if f.endswith(".json")] == ["process_0-of-2.json", "process_1-of-2.json"]
+  assert os.path.isfile(os.path.join(shared, "config.json"))
+  for step in (2,):
+    got, _, _ = checkpointing.load_train_state(shared, step)
+    want, _, _ = checkpointing.load_train_state(reference, step)
+    assert_states_close(got, want, f"2x4 (fsdp 8) vs 1x8, step {step}")
+
+  log = run_single(train_args("fartrack", shared, data_root, 4, *batch), 8)
+  assert "resumed from step 2" in log and "saved by 2 processes, now 1" in log, log[-3000:]
+  got, _, _ = checkpointing.load_train_state(shared, 4)
+  want, _, _ = checkpointing.load_train_state(reference, 4)
+  assert_states_close(got, want, "2x4 fsdp 8 -> 1x8 fsdp 1, step 4")
+
+  narrow = str(tmp_path / "one_by_two")
+  shutil.copytree(reference, narrow)
+  shutil.rmtree(os.path.join(narrow, "checkpoints", "4"))
+  log = run_single(train_args("fartrack", narrow, data_root, 4, *batch, "--config.run.fsdp=2"), 2)
+  assert "resumed from step 2" in log
+  got, _, _ = checkpointing.load_train_state(narrow, 4)
+  assert_states_close(got, want, "1x8 -> 1x2 fsdp 2, step 4")
+
+
+def _example(index):
+  return {"index": np.int64(index)}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_processes_read_disjoint_examples_and_continue_on_another_count(workers):
+  """The examples of one global batch: process i of n reads indices i::n, so the processes' shares are
+  disjoint and together the single process's batch; after a restart on another process count each process
+  continues at the first example no process has read (`seek_batches`, used when grain's per-process state
+  was written by another count)."""
+  global_batch, steps_done = 8, 3
+
+  def batches(count, index, skip=0):
+    it = iter(pipeline.example_dataset(_example, global_batch // count, index, count, num_workers=workers))
+    if skip:
+      it.set_state(checkpointing.seek_batches(it.get_state(), skip))
+    out = [next(it)["index"] for _ in range(2)]
+    if hasattr(it, "close"):
+      it.close()
+    return out
+
+  single = batches(1, 0)
+  shares = [batches(2, i) for i in range(2)]
+  for step in range(2):
+    assert not set(shares[0][step]) & set(shares[1][step])
+    assert sorted(np.concatenate([s[step] for s in shares])) == sorted(single[step])
+  for count in (1, 2, 4):
+    resumed = [batches(count, i, skip=steps_done) for i in range(count)]
+    first = np.sort(np.concatenate([r[0] for r in resumed]))
+    np.testing.assert_array_equal(first, np.arange(steps_done * global_batch, (steps_done + 1) * global_batch))
+
+
+def test_local_job_commands_give_each_process_its_flags_and_devices():
+  jobs = distributed.local_job_commands(3, 2, ["scripts/train.py", "--workdir", "w"], 1234, python="py")
+  assert [argv for argv, _ in jobs] == [
+      ["py", "scripts/train.py", "--workdir", "w", "--coordinator_address=localhost:1234", "--num_processes=3",
+       f"--process_id={i}"] for i in range(3)]
+  assert all("--xla_force_host_platform_device_count=2" in env["XLA_FLAGS"].split() for _, env in jobs)
