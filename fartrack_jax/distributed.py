@@ -101,7 +101,17 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None, num_p
                            f"{detail}") from None
   if given:
     _check_agreement(num_processes, process_id, init_timeout_s)
+  watch_peers(max(heartbeat_timeout_s / 2, 2.0), _exit_lost_peer)
   return True
+
+
+def _exit_lost_peer(message: str) -> None:
+  import sys  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  sys.stderr.write(f"error: process {jax.process_index()} of {jax.process_count()}: {message}; stopping this "
+                   "process. Start the same launch again: it resumes from the latest finished checkpoint\n")
+  sys.stderr.flush()
+  os._exit(1)  # pylint: disable=protected-access
 
 
 def _check_agreement(num_processes: int, process_id: int, timeout_s: int) -> None:
@@ -227,3 +237,87 @@ def run_local_job(processes: int, devices_per_process: int, command: list[str], 
     say("[launch] every process finished\n")
     return 0
   return failed[1] if failed[1] > 0 else 128 - failed[1]
+
+
+def is_peer_failure(error: BaseException) -> bool:
+  """Whether `error`, raised in a job of several processes, is a collective or coordination failure (a peer
+  died or was stopped) rather than a problem of this process's own."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_count() > 1 and isinstance(error, jax.errors.JaxRuntimeError)
+
+
+def exit_after_peer_failure(error: BaseException, last_checkpoint: str = "") -> None:
+  """Ends this process at once with one error line. A normal exit would first wait in
+  `jax.distributed.shutdown`'s barrier for the dead peer until the heartbeat timeout, then abort."""
+  import jax  # pylint: disable=g-import-not-at-top
+  first = " ".join(str(error).split())[:300]
+  sys_stderr = __import__("sys").stderr
+  sys_stderr.write(f"error: process {jax.process_index()} of {jax.process_count()}: the job lost a process "
+                   f"({first}); start the same launch again to resume{last_checkpoint}\n")
+  sys_stderr.flush()
+  __import__("sys").stdout.flush()
+  os._exit(1)  # pylint: disable=protected-access
+
+
+_ALIVE = "fartrack/alive/"
+_FINISHED = "fartrack/finished/"
+
+
+def mark_finished() -> None:
+  """Tells the other processes' watchers that this one ends normally (its silence is not a failure)."""
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  client = jax_distributed.global_state.client
+  if client is not None:
+    import jax  # pylint: disable=g-import-not-at-top
+    try:
+      client.key_value_set(f"{_FINISHED}{jax.process_index()}", "1", allow_overwrite=True)
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+
+def watch_peers(timeout_s: float, on_lost, interval_s: float = 1.0) -> None:
+  """Starts a daemon thread that publishes a counter of this process in the coordinator's key-value store
+  every `interval_s` and reads everyone's; when a peer's counter has not moved for `timeout_s` (it died or
+  hangs) or the coordinator stops answering, calls `on_lost(message)` (which should end the process).
+
+  Why not rely on JAX alone: a collective with a dead peer may block instead of failing, and the
+  coordination service then aborts the process from C++ after its heartbeat timeout with a page of
+  stack traces; this watcher fires first (use half that timeout) and says which process went silent."""
+  import threading  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  client = jax_distributed.global_state.client
+  me, count = jax.process_index(), jax.process_count()
+  if client is None or count == 1:
+    return
+
+  def loop():
+    beat = 0
+    start = time.monotonic()
+    seen = {i: (None, start) for i in range(count) if i != me}
+    while True:
+      beat += 1
+      try:
+        client.key_value_set(f"{_ALIVE}{me}", str(beat), allow_overwrite=True)
+        alive = dict(client.key_value_dir_get(_ALIVE))
+        finished = {k.rsplit("/", 1)[-1] for k, _ in client.key_value_dir_get(_FINISHED)}
+      except Exception as e:  # pylint: disable=broad-except
+        on_lost(f"the coordinator (process 0) stopped answering: {' '.join(str(e).split())[:200]}")
+        return
+      now = time.monotonic()
+      for i in list(seen):
+        if str(i) in finished:
+          seen.pop(i)
+          continue
+        value = alive.get(f"{_ALIVE}{i}", alive.get(f"{_ALIVE.rstrip('/')}/{i}"))
+        last_value, since = seen[i]
+        if value != last_value:
+          seen[i] = (value, now)
+        elif now - since > timeout_s:
+          state = "never reported" if value is None else "has been silent"
+          on_lost(f"process {i} {state} for {now - since:.0f} s (more than {timeout_s:g} s)")
+          return
+      time.sleep(interval_s)
+
+  threading.Thread(target=loop, name="peer-watch", daemon=True).start()

@@ -52,6 +52,15 @@ class _QuietLibraries(py_logging.Filter):
     return not noisy or record.levelno >= py_logging.WARNING
 
 
+def _latest_checkpoint_note(workdir: str) -> str:
+  from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
+  try:
+    steps = [int(p.name) for p in (storage.as_path(workdir) / "checkpoints").iterdir() if p.name.isdigit()]
+  except Exception:  # pylint: disable=broad-except
+    return ""
+  return f" from step {max(steps)}, the latest finished checkpoint" if steps else ""
+
+
 def main(argv):
   if len(argv) > 1:
     raise SystemExit(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -96,6 +105,11 @@ def main(argv):
   except (datasets.DatasetError, convert.ConversionError, FileNotFoundError, trainer.NonFiniteLossError,
           storage.StorageError, checkpointing.ModelMismatchError) as e:
     raise SystemExit(f"error: {e}") from None
+  except Exception as e:  # pylint: disable=broad-except
+    if not distributed.is_peer_failure(e):
+      raise
+    distributed.exit_after_peer_failure(e, _latest_checkpoint_note(_WORKDIR.value))
+  distributed.mark_finished()
   print(f"done: step {result.step}; last train metrics "
         + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.last_metrics.items()) if k != "finite")
         + "; val " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.val_metrics.items()))

@@ -149,3 +149,47 @@ def test_local_job_commands_give_each_process_its_flags_and_devices():
       ["py", "scripts/train.py", "--workdir", "w", "--coordinator_address=localhost:1234", "--num_processes=3",
        f"--process_id={i}"] for i in range(3)]
   assert all("--xla_force_host_platform_device_count=2" in env["XLA_FLAGS"].split() for _, env in jobs)
+
+
+def test_killed_process_stops_the_others_and_the_launch_resumes(tmp_path, data_root):
+  """SIGKILL of process 1 mid-run: process 0 ends by itself (no launcher to stop it, as on a slice) within the
+  watch timeout (half of --heartbeat_timeout_s) with one error line naming process 1; the same launch started
+  again resumes from the latest finished checkpoint."""
+  workdir = str(tmp_path / "run")
+  heartbeat_s = 20
+  args = train_args("fartrack", workdir, data_root, 100000, "--config.train.global_batch_size=8",
+                    f"--heartbeat_timeout_s={heartbeat_s}")
+  jobs = distributed.local_job_commands(2, 4, args, distributed.free_port())
+  procs = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+           for argv, env in jobs]
+  try:
+    checkpoints_dir = os.path.join(workdir, "checkpoints")
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+      if os.path.isdir(checkpoints_dir) and any(e.isdigit() for e in os.listdir(checkpoints_dir)):
+        break
+      time.sleep(0.05)
+    assert all(p.poll() is None for p in procs), procs[0].stderr.read()[-3000:]
+    procs[1].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    _, stderr = procs[0].communicate(timeout=heartbeat_s * 3)
+    stopped_after = time.monotonic() - killed_at
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  print(stderr[-1500:])
+  print(f"process 0 stopped {stopped_after:.1f} s after process 1 was killed")
+  assert procs[0].returncode not in (0, None)
+  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and "process 1 has been silent" in errors[0], stderr[-3000:]
+  assert stopped_after < heartbeat_s, stopped_after
+
+  finished = checkpointing.TrainCheckpoints(checkpoints_dir, keep=10)
+  latest = finished.latest_step()
+  finished.close()
+  assert latest is not None and latest % 2 == 0
+  log = run_launched(train_args("fartrack", workdir, data_root, latest + 2, "--config.train.global_batch_size=8"),
+                     2, 4)
+  assert f"[0] done: step {latest + 2}" in log and f"[1] done: step {latest + 2}" in log
+  assert f"resumed from step {latest} " in log
