@@ -9,6 +9,9 @@ r"""Runs the tracker over a benchmark and writes pytracking result files (resuma
 --submission-zip F packages got10k_test / trackingnet results in the server's format.
 --batch-sequences N tracks N sequences at once (vmapped, and sharded over all local devices when N divides
 over them); results are identical to tracking them one at a time with the same N.
+Several processes (hosts of a TPU slice: --distributed=true; one machine: scripts/launch_local.py, which
+passes --coordinator_address/--num_processes/--process_id) share one --results-dir: each tracks its own
+share of the sequences (similar frame counts) on its own devices; the files are the same as one process's.
 """
 
 import os
@@ -21,6 +24,7 @@ from ml_collections import config_flags
 
 from fartrack_jax import cli
 from fartrack_jax import config_lib
+from fartrack_jax import distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sparse-stage config, e.g. "
                                           "configs/fartrack_sparse.py:variant=nano.")
@@ -36,6 +40,7 @@ _BATCH = flags.DEFINE_integer("batch_sequences", 1, "Sequences tracked at once (
 _SUBMISSION = flags.DEFINE_string("submission_zip", None, "got10k_test / trackingnet: also package the "
                                   "results in the server's format into this zip (also --submission-zip).")
 _SHARD = flags.DEFINE_bool("shard", True, "Shard the batch over all local devices when it divides.")
+distributed.define_flags()
 
 
 def main(argv):
@@ -45,6 +50,10 @@ def main(argv):
                       ("--results-dir", _RESULTS_DIR.value)):
     if not value:
       raise SystemExit(f"{name} is required (see --help)")
+  try:
+    distributed.initialize_from_flags()
+  except distributed.DistributedError as e:
+    raise SystemExit(f"error: {e}") from None
   import jax  # pylint: disable=g-import-not-at-top
   from data_pipelines.benchmarks import readers  # pylint: disable=g-import-not-at-top
   from fartrack_jax.tracking import evaluate  # pylint: disable=g-import-not-at-top
@@ -59,11 +68,18 @@ def main(argv):
   if _SHARD.value and n > 1 and _BATCH.value % n == 0:
     from fartrack_jax import sharding  # pylint: disable=g-import-not-at-top
     mesh = sharding.data_mesh(n)
-  print(f"{len(sequences)} sequences of {_DATASET.value}; batch {_BATCH.value}; devices {n}"
-        f"{' (sharded)' if mesh is not None else ''}", flush=True)
-  evaluate.evaluate(config, params, sequences, _RESULTS_DIR.value, _BATCH.value, mesh,
+  share = evaluate.process_share(sequences, jax.process_index(), jax.process_count())
+  print(f"{len(sequences)} sequences of {_DATASET.value}"
+        + (f", {len(share)} of them on process {jax.process_index()} of {jax.process_count()}"
+           if jax.process_count() > 1 else "")
+        + f"; batch {_BATCH.value}; devices {n}{' (sharded)' if mesh is not None else ''}", flush=True)
+  evaluate.evaluate(config, params, share, _RESULTS_DIR.value, _BATCH.value, mesh,
                     log=lambda msg: print(msg, flush=True))
-  if _SUBMISSION.value:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("evaluate: every share tracked")
+  distributed.mark_finished()
+  if _SUBMISSION.value and jax.process_index() == 0:
     path = evaluate.package_submission(_RESULTS_DIR.value, _DATASET.value, sequences, _SUBMISSION.value)
     print(f"wrote the {_DATASET.value} submission {path}")
 

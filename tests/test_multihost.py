@@ -16,9 +16,14 @@ import jax
 import numpy as np
 import pytest
 
+from data_pipelines import synthetic
 from data_pipelines.training import pipeline, synthetic_train
+from fartrack_jax import checkpoints
+from fartrack_jax import convert
 from fartrack_jax import distributed
+from fartrack_jax.tracking import evaluate
 from fartrack_jax.training import checkpointing
+from tests.helpers import init, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOL = 1e-5
@@ -193,3 +198,45 @@ def test_killed_process_stops_the_others_and_the_launch_resumes(tmp_path, data_r
                      2, 4)
   assert f"[0] done: step {latest + 2}" in log and f"[1] done: step {latest + 2}" in log
   assert f"resumed from step {latest} " in log
+
+
+def test_process_share_is_disjoint_balanced_and_complete():
+  class Seq:
+    def __init__(self, name, n):
+      self.name, self.frames = name, [None] * n
+  sequences = [Seq(f"s{i}", n) for i, n in enumerate([5, 40, 7, 30, 12, 9, 3])]
+  shares = [evaluate.process_share(sequences, i, 3) for i in range(3)]
+  names = [s.name for share in shares for s in share]
+  assert sorted(names) == sorted(s.name for s in sequences) and len(set(names)) == len(names)
+  loads = [sum(len(s.frames) for s in share) for share in shares]
+  assert max(loads) - min(loads) <= 12, loads  # greedy longest-first: within the longest remaining one
+  assert evaluate.process_share(sequences, 0, 1) == sequences
+
+
+def test_evaluation_under_the_launcher_equals_one_process_and_resumes(tmp_path):
+  """2 processes x 2 devices track disjoint shares into one results dir; the boxes files are those of one
+  process x 2 devices, and a rerun after losing one result tracks only that sequence."""
+  bench = str(tmp_path / "got10k")
+  synthetic.make_synthetic_dataset("got10k", bench, num_sequences=3, num_frames=6, size=(96, 72), seed=3)
+  config = load_config("fartrack_sparse")
+  _, params = init(config, seed=7)
+  params_dir = str(tmp_path / "params")
+  checkpoints.save_params(params_dir, params, convert.metadata_for(config, "", "init"))
+  def args(results):
+    return [os.path.join(ROOT, "scripts", "evaluate.py"), "--config",
+            os.path.join(ROOT, "configs", "fartrack_sparse.py") + ":variant=smoke", "--checkpoint", params_dir,
+            "--dataset", "got10k_val", "--data-root", bench, "--results-dir", results, "--batch-sequences", "2"]
+  single, shared = str(tmp_path / "single"), str(tmp_path / "shared")
+  run_single(args(single), 2)
+  log = run_launched(args(shared), 2, 2)
+  assert "[0] 3 sequences of got10k_val, 2 of them on process 0 of 2" in log, log[-3000:]
+  assert "[1] 3 sequences of got10k_val, 1 of them on process 1 of 2" in log, log[-3000:]
+  names = sorted(f for f in os.listdir(single) if f.endswith(".txt") and not f.endswith("_time.txt"))
+  assert len(names) == 3
+  assert sorted(f for f in os.listdir(shared) if f.endswith(".txt") and not f.endswith("_time.txt")) == names
+  for name in names:
+    with open(os.path.join(single, name)) as a, open(os.path.join(shared, name)) as b:
+      assert a.read() == b.read(), name
+  os.remove(os.path.join(shared, names[0]))
+  log = run_launched(args(shared), 2, 2)
+  assert log.count("already complete") == 2 and "tracked 1 sequences" in log, log[-3000:]

@@ -35,6 +35,21 @@ def params_for(config, checkpoint: str, seed: int = 0):
   return params
 
 
+def process_share(sequences, index: int, count: int) -> list:
+  """The sequences process `index` of `count` tracks: longest first, each to the process with the fewest
+  frames so far (ties: the lowest index), so every process gets a similar number of frames; disjoint, and
+  together all of `sequences`, in the same order as given. Every process computes the same split."""
+  if count == 1:
+    return list(sequences)
+  load = [0] * count
+  owner = {}
+  for i in sorted(range(len(sequences)), key=lambda i: (-len(sequences[i].frames), i)):
+    p = min(range(count), key=lambda p: (load[p], p))
+    owner[i] = p
+    load[p] += len(sequences[i].frames)
+  return [s for i, s in enumerate(sequences) if owner[i] == index]
+
+
 def result_paths(results_dir: str, name: str) -> tuple[str, str]:
   return os.path.join(results_dir, f"{name}.txt"), os.path.join(results_dir, f"{name}_time.txt")
 
