@@ -240,3 +240,15 @@ def test_evaluation_under_the_launcher_equals_one_process_and_resumes(tmp_path):
   os.remove(os.path.join(shared, names[0]))
   log = run_launched(args(shared), 2, 2)
   assert log.count("already complete") == 2 and "tracked 1 sequences" in log, log[-3000:]
+
+
+def test_stage3_two_processes_equal_one(tmp_path, data_root):
+  """Stage 3 (sparse clips): 2 processes x 4 devices end step 2 with the state of 1 process x 8 devices."""
+  more = ["--config.train.global_batch_size=8"]
+  reference, shared = str(tmp_path / "one_by_eight"), str(tmp_path / "two_by_four")
+  run_single(train_args("fartrack_sparse", reference, data_root, 2, *more), 8)
+  log = run_launched(train_args("fartrack_sparse", shared, data_root, 2, *more), 2, 4)
+  assert "[1] done: step 2" in log
+  got, _, _ = checkpointing.load_train_state(shared, 2)
+  want, _, _ = checkpointing.load_train_state(reference, 2)
+  assert_states_close(got, want, "stage 3, 2x4 vs 1x8, step 2")
