@@ -89,16 +89,37 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None, num_p
   # Only XLA:CPU reads it: the collectives of CPU devices across processes (a rehearsal on one machine).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   who = f"process {process_id} of {num_processes}" if given else "this process"
+  place = f" at {coordinator_address}" if given else ""
+
+  def never_formed():
+    # XLA's client aborts the process from C++ when its own timeout expires (a page of stack traces, and
+    # it cannot say who is missing); this fires first. Joining waits for every process, so all this
+    # process knows is that it is here and at least one other is not.
+    import sys  # pylint: disable=g-import-not-at-top
+    expected = (f"start all {num_processes} processes with --coordinator_address={coordinator_address} "
+                f"--num_processes={num_processes} and --process_id 0..{num_processes - 1}" if given else
+                "check that every host runs the same command")
+    sys.stderr.write(f"error: {who}: the job did not form{place} within --init_timeout_s={init_timeout_s} s: "
+                     f"this process is ready, at least one other{' (or the coordinator, process 0)' if process_id else ''}"
+                     f" never joined; {expected}\n")
+    sys.stderr.flush()
+    os._exit(1)  # pylint: disable=protected-access
+
+  import threading  # pylint: disable=g-import-not-at-top
+  watchdog = threading.Timer(init_timeout_s, never_formed)
+  watchdog.daemon = True
+  watchdog.start()
   try:
     jax.distributed.initialize(coordinator_address, num_processes, process_id,
-                               initialization_timeout=init_timeout_s,
+                               initialization_timeout=init_timeout_s + 60,
                                heartbeat_timeout_seconds=heartbeat_timeout_s)
   except Exception as e:  # pylint: disable=broad-except
+    watchdog.cancel()
     # XLA's status text spans lines (and repeats the RPC's details); its first line names the cause.
     detail = " ".join(str(e).split())[:400]
-    place = f" at {coordinator_address}" if given else ""
     raise DistributedError(f"{who}: the job did not form{place} within --init_timeout_s={init_timeout_s}: "
                            f"{detail}") from None
+  watchdog.cancel()
   if given:
     _check_agreement(num_processes, process_id, init_timeout_s)
   watch_peers(max(heartbeat_timeout_s / 2, 2.0), _exit_lost_peer)

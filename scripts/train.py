@@ -89,6 +89,11 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   quiet = _QuietLibraries()
   logging.get_absl_handler().addFilter(quiet)
+  from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
+  try:
+    storage.check_writable(_WORKDIR.value, "--workdir")
+  except storage.StorageError as e:
+    raise SystemExit(f"error: {e}") from None
   if "://" not in _WORKDIR.value and jax.process_index() == 0:
     # The metric lines (clu's logging writer) and progress, also as a text file in the workdir.
     os.makedirs(_WORKDIR.value, exist_ok=True)
@@ -98,7 +103,6 @@ def main(argv):
     logging.get_absl_logger().addHandler(file_handler)
   from data_pipelines.training import datasets  # pylint: disable=g-import-not-at-top
   from fartrack_jax import convert  # pylint: disable=g-import-not-at-top
-  from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
   from fartrack_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   try:
     result = trainer.train(config, _WORKDIR.value)
