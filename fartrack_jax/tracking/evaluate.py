@@ -22,8 +22,8 @@ from fartrack_jax.tracking import tracker as trk
 def params_for(config, checkpoint: str, seed: int = 0):
   """Params from an orbax params directory (scripts/convert_torch.py, scripts/export_variant.py), a training
   run's workdir or its `checkpoints` folder (scripts/train.py: the latest step), or an original `.pth.tar`."""
-  from fartrack_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  if os.path.isdir(checkpoint):
+  from fartrack_jax import checkpoints, storage  # pylint: disable=g-import-not-at-top
+  if storage.as_path(checkpoint).is_dir():
     params, meta = checkpoints.load_any_params(checkpoint)
     checkpoints.check_params_fit(params, config, checkpoint, meta)
     return params
