@@ -50,6 +50,18 @@ def check_writable(directory, what: str) -> epath.Path:
   """Creates `directory` and writes and deletes one small file in it; `StorageError` naming `what` and the
   path when that fails (a bucket that does not exist or that this account cannot write)."""
   path = as_path(directory)
+  text = os.fspath(path)
+  if is_remote(text):
+    # A missing bucket first: writing into one makes the GCS client retry for minutes before it gives up.
+    scheme, rest = text.split("://", 1)
+    bucket = f"{scheme}://{rest.split('/', 1)[0]}"
+    try:
+      found = epath.Path(bucket).exists()
+    except Exception as e:  # pylint: disable=broad-except
+      raise StorageError(f"{what} {path}: cannot reach {bucket}: {type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:300]}") from None
+    if not found:
+      raise StorageError(f"{what} {path}: the bucket {bucket} does not exist (or this account cannot see it)")
   probe = path / f".write_probe_{uuid.uuid4().hex}"
   try:
     path.mkdir(parents=True, exist_ok=True)

@@ -93,4 +93,4 @@ def test_a_bucket_that_does_not_exist_fails_before_the_first_step(gcs, tmp_path)
                        timeout=300)
   assert out.returncode != 0
   errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1 and "--workdir gs://no-such-bucket/run is not writable" in errors[0], out.stderr[-3000:]
+  assert len(errors) == 1 and "the bucket gs://no-such-bucket does not exist" in errors[0], out.stderr[-3000:]
