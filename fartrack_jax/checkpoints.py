@@ -9,6 +9,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from fartrack_jax import storage
+
 
 def save_params(directory: str, params, metadata: dict[str, Any]) -> str:
   """Saves `params` plus JSON `metadata` (stage, depth, source...) under `directory`.
@@ -16,8 +18,8 @@ def save_params(directory: str, params, metadata: dict[str, Any]) -> str:
   Orbax writes into a temporary directory and renames it when complete, so a crash never leaves a
   directory that looks like a finished checkpoint. An existing `directory` is an error.
   """
-  directory = os.path.abspath(directory)
-  if os.path.exists(directory):
+  directory = os.fspath(storage.as_path(directory))
+  if storage.as_path(directory).exists():
     raise FileExistsError(f"{directory} already exists; choose a new output path or remove it")
   params = jax.tree_util.tree_map(np.asarray, params)
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
@@ -28,8 +30,8 @@ def save_params(directory: str, params, metadata: dict[str, Any]) -> str:
 
 def load_params(directory: str) -> tuple[dict, dict]:
   """Returns `(params, metadata)` as written by `save_params` (params as numpy float32 arrays)."""
-  directory = os.path.abspath(directory)
-  if not os.path.isdir(directory):
+  directory = os.fspath(storage.as_path(directory))
+  if not storage.as_path(directory).is_dir():
     raise FileNotFoundError(f"no params checkpoint at {directory}")
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
     restored = ckptr.restore(directory, ocp.args.Composite(params=ocp.args.StandardRestore(),
@@ -66,9 +68,10 @@ def check_params_fit(params, config, directory: str, meta: dict) -> None:
 def load_any_params(path: str) -> tuple[dict, dict]:
   """Params (numpy) and metadata from a params checkpoint (`save_params`), or from a training run's workdir
   or its `checkpoints` folder (the latest step; the metadata then also holds `step`)."""
-  if not os.path.exists(path):
+  p = storage.as_path(path)
+  if not p.exists():
     raise FileNotFoundError(f"no checkpoint at {path}")
-  if os.path.isdir(os.path.join(path, "checkpoints")) or not os.path.exists(os.path.join(path, "params")):
+  if (p / "checkpoints").is_dir() or not (p / "params").exists():
     from fartrack_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
     params, meta, step = checkpointing.load_train_params(path)
     return params, dict(meta, step=step)
@@ -102,7 +105,7 @@ def load_pretrained(path: str, config, init_params, allow_pickle: bool = False):
   """
   from fartrack_jax import convert, model as model_lib, torch_io  # pylint: disable=g-import-not-at-top
   spec = model_lib.ModelSpec.from_config(config)
-  if os.path.isdir(path):
+  if storage.as_path(path).is_dir():
     params, meta = load_any_params(path)
     source_spec = model_lib.ModelSpec.from_config(_source_config(config, meta))
     state_dict = convert.flax_to_torch(params, source_spec)

@@ -12,4 +12,6 @@ def data_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
   jitted functions, rather than carried in every array's type.
   """
   n = num_devices or jax.local_device_count()
-  return jax.make_mesh((n,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  # This process's devices: in a job of several processes each tracks its own sequences.
+  return jax.make_mesh((n,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=jax.local_devices()[:n])

@@ -10,6 +10,9 @@ r"""Runs the tracker over a benchmark and writes pytracking result files (resuma
 --json F writes {"frames", "seconds", "frames_per_s", "batch"} of the run (compile included) to F.
 --batch-sequences N tracks N sequences at once (vmapped, and sharded over all local devices when N divides
 over them); results are identical to tracking them one at a time with the same N.
+Several processes (hosts of a TPU slice: --distributed=true; one machine: scripts/launch_local.py, which
+passes --coordinator_address/--num_processes/--process_id) share one --results-dir: each tracks its own
+share of the sequences (similar frame counts) on its own devices; the files are the same as one process's.
 """
 
 import os
@@ -22,6 +25,7 @@ from ml_collections import config_flags
 
 from fartrack_jax import cli
 from fartrack_jax import config_lib
+from fartrack_jax import distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sparse-stage config, e.g. "
                                           "configs/fartrack_sparse.py:variant=nano.")
@@ -38,6 +42,7 @@ _SUBMISSION = flags.DEFINE_string("submission_zip", None, "got10k_test / trackin
                                   "results in the server's format into this zip (also --submission-zip).")
 _JSON = flags.DEFINE_string("json", None, "Write the run's frames, seconds, frames/s and batch as JSON here.")
 _SHARD = flags.DEFINE_bool("shard", True, "Shard the batch over all local devices when it divides.")
+distributed.define_flags()
 
 
 def main(argv):
@@ -47,6 +52,10 @@ def main(argv):
                       ("--results-dir", _RESULTS_DIR.value)):
     if not value:
       raise SystemExit(f"{name} is required (see --help)")
+  try:
+    distributed.initialize_from_flags()
+  except distributed.DistributedError as e:
+    raise SystemExit(f"error: {e}") from None
   import jax  # pylint: disable=g-import-not-at-top
   from data_pipelines.benchmarks import readers  # pylint: disable=g-import-not-at-top
   from fartrack_jax.tracking import evaluate  # pylint: disable=g-import-not-at-top
@@ -61,20 +70,28 @@ def main(argv):
   if _SHARD.value and n > 1 and _BATCH.value % n == 0:
     from fartrack_jax import sharding  # pylint: disable=g-import-not-at-top
     mesh = sharding.data_mesh(n)
-  print(f"{len(sequences)} sequences of {_DATASET.value}; batch {_BATCH.value}; devices {n}"
-        f"{' (sharded)' if mesh is not None else ''}", flush=True)
+  share = evaluate.process_share(sequences, jax.process_index(), jax.process_count())
+  print(f"{len(sequences)} sequences of {_DATASET.value}"
+        + (f", {len(share)} of them on process {jax.process_index()} of {jax.process_count()}"
+           if jax.process_count() > 1 else "")
+        + f"; batch {_BATCH.value}; devices {n}{' (sharded)' if mesh is not None else ''}", flush=True)
   try:
-    run = evaluate.evaluate(config, params, sequences, _RESULTS_DIR.value, _BATCH.value, mesh,
+    run = evaluate.evaluate(config, params, share, _RESULTS_DIR.value, _BATCH.value, mesh,
                             log=lambda msg: print(msg, flush=True))
   except FileNotFoundError as e:  # an unreadable frame; the sequences finished before it are written
     raise SystemExit(f"error: {e}") from None
-  if _JSON.value:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("evaluate: every share tracked")
+  distributed.mark_finished()
+  if _JSON.value and jax.process_index() == 0:
     import json  # pylint: disable=g-import-not-at-top
     from data_pipelines.benchmarks import annotation_files  # pylint: disable=g-import-not-at-top
+    # Under several processes these are process 0's share of the run.
     fields = {"frames": run["frames"], "seconds": run["seconds"], "frames_per_s": run["frames_per_s"],
-              "batch": _BATCH.value}
+              "batch": _BATCH.value, "processes": jax.process_count()}
     annotation_files.write_text_atomic(_JSON.value, json.dumps(fields, indent=1) + "\n")
-  if _SUBMISSION.value:
+  if _SUBMISSION.value and jax.process_index() == 0:
     path = evaluate.package_submission(_RESULTS_DIR.value, _DATASET.value, sequences, _SUBMISSION.value)
     print(f"wrote the {_DATASET.value} submission {path}")
 

@@ -11,8 +11,10 @@ a text log of the metrics go to <workdir>, checkpoints to <workdir>/checkpoints.
 
 Multi-host (TPU slices): start the same command on every host with --distributed=true (scripts/launch_tpu.sh
 does): `jax.distributed.initialize()` then finds the other hosts itself. --distributed=auto (default) calls it
-only when JAX_COORDINATOR_ADDRESS or a multi-host TPU_WORKER_HOSTNAMES is set (e.g. on GKE). The workdir
-must be shared between hosts (gs://).
+only when JAX_COORDINATOR_ADDRESS or a multi-host TPU_WORKER_HOSTNAMES is set (e.g. on GKE). Elsewhere give
+--coordinator_address HOST:PORT --num_processes N --process_id I to every process; to rehearse a slice on
+one machine, `scripts/launch_local.py --processes 2 --devices-per-process 4 -- scripts/train.py ...` does.
+The workdir must be shared between hosts (gs://).
 """
 
 import logging as py_logging
@@ -27,6 +29,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from fartrack_jax import cli
+from fartrack_jax import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Stage config and variant, e.g. configs/fartrack.py:variant=tiny, "
@@ -38,9 +41,7 @@ _DATA_ROOT = flags.DEFINE_multi_string(
     "data_root", [], "NAME=DIR: a training dataset root by name or family (got10k, lasot, coco, "
     "trackingnet, synthetic, or a training name like GOT10K_vottrain); repeatable (also --data-root). Same as "
     "--config.run.data_roots.NAME=DIR.")
-_DISTRIBUTED = flags.DEFINE_enum(
-    "distributed", "auto", ["auto", "true", "false"],
-    "Call jax.distributed.initialize() first: auto = when the environment describes several workers.")
+distributed.define_flags()
 
 
 class _QuietLibraries(py_logging.Filter):
@@ -51,13 +52,13 @@ class _QuietLibraries(py_logging.Filter):
     return not noisy or record.levelno >= py_logging.WARNING
 
 
-def _wants_distributed(mode: str) -> bool:
-  if mode != "auto":
-    return mode == "true"
-  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    return True
-  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-  return "," in hosts
+def _latest_checkpoint_note(workdir: str) -> str:
+  from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
+  try:
+    steps = [int(p.name) for p in (storage.as_path(workdir) / "checkpoints").iterdir() if p.name.isdigit()]
+  except Exception:  # pylint: disable=broad-except
+    return ""
+  return f" from step {max(steps)}, the latest finished checkpoint" if steps else ""
 
 
 def main(argv):
@@ -70,8 +71,10 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from fartrack_jax import config_lib  # pylint: disable=g-import-not-at-top
   from fartrack_jax.training import trainer  # pylint: disable=g-import-not-at-top
-  if _wants_distributed(_DISTRIBUTED.value):
-    jax.distributed.initialize()
+  try:
+    distributed.initialize_from_flags()
+  except distributed.DistributedError as e:
+    raise SystemExit(f"error: {e}") from None
   config = _CONFIG.value
   for item in _DATA_ROOT.value:
     name, sep, root = item.partition("=")
@@ -86,7 +89,12 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   quiet = _QuietLibraries()
   logging.get_absl_handler().addFilter(quiet)
-  if "://" not in _WORKDIR.value:
+  from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
+  try:
+    storage.check_writable(_WORKDIR.value, "--workdir")
+  except storage.StorageError as e:
+    raise SystemExit(f"error: {e}") from None
+  if "://" not in _WORKDIR.value and jax.process_index() == 0:
     # The metric lines (clu's logging writer) and progress, also as a text file in the workdir.
     os.makedirs(_WORKDIR.value, exist_ok=True)
     file_handler = py_logging.FileHandler(os.path.join(_WORKDIR.value, "train_log.txt"))
@@ -95,10 +103,17 @@ def main(argv):
     logging.get_absl_logger().addHandler(file_handler)
   from data_pipelines.training import datasets  # pylint: disable=g-import-not-at-top
   from fartrack_jax import convert  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   try:
     result = trainer.train(config, _WORKDIR.value)
-  except (datasets.DatasetError, convert.ConversionError, FileNotFoundError, trainer.NonFiniteLossError) as e:
+  except (datasets.DatasetError, convert.ConversionError, FileNotFoundError, trainer.NonFiniteLossError,
+          storage.StorageError, checkpointing.ModelMismatchError) as e:
     raise SystemExit(f"error: {e}") from None
+  except Exception as e:  # pylint: disable=broad-except
+    if not distributed.is_peer_failure(e):
+      raise
+    distributed.exit_after_peer_failure(e, _latest_checkpoint_note(_WORKDIR.value))
+  distributed.mark_finished()
   print(f"done: step {result.step}; last train metrics "
         + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.last_metrics.items()) if k != "finite")
         + "; val " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.val_metrics.items()))

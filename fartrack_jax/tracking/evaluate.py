@@ -22,8 +22,8 @@ from fartrack_jax.tracking import tracker as trk
 def params_for(config, checkpoint: str, seed: int = 0):
   """Params from an orbax params directory (scripts/convert_torch.py, scripts/export_variant.py), a training
   run's workdir or its `checkpoints` folder (scripts/train.py: the latest step), or an original `.pth.tar`."""
-  from fartrack_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  if os.path.isdir(checkpoint):
+  from fartrack_jax import checkpoints, storage  # pylint: disable=g-import-not-at-top
+  if storage.as_path(checkpoint).is_dir():
     params, meta = checkpoints.load_any_params(checkpoint)
     checkpoints.check_params_fit(params, config, checkpoint, meta)
     return params
@@ -33,6 +33,21 @@ def params_for(config, checkpoint: str, seed: int = 0):
   init = model_lib.init_params(model_lib.build_model(config), jax.random.key(seed))
   params, _ = convert.torch_to_flax(sd, model_lib.ModelSpec.from_config(config), init)
   return params
+
+
+def process_share(sequences, index: int, count: int) -> list:
+  """The sequences process `index` of `count` tracks: longest first, each to the process with the fewest
+  frames so far (ties: the lowest index), so every process gets a similar number of frames; disjoint, and
+  together all of `sequences`, in the same order as given. Every process computes the same split."""
+  if count == 1:
+    return list(sequences)
+  load = [0] * count
+  owner = {}
+  for i in sorted(range(len(sequences)), key=lambda i: (-len(sequences[i].frames), i)):
+    p = min(range(count), key=lambda p: (load[p], p))
+    owner[i] = p
+    load[p] += len(sequences[i].frames)
+  return [s for i, s in enumerate(sequences) if owner[i] == index]
 
 
 def result_paths(results_dir: str, name: str) -> tuple[str, str]:

@@ -21,6 +21,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from fartrack_jax import storage
+
 ITEMS = ("state", "data", "meta")
 
 
@@ -28,7 +30,7 @@ class TrainCheckpoints:
   """Checkpoints of one run under `<workdir>/checkpoints`."""
 
   def __init__(self, directory: str, keep: int, keep_period: int = 0, async_save: bool = True):
-    self.directory = os.path.abspath(directory) if "://" not in directory else directory
+    self.directory = os.fspath(storage.as_path(directory))
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, keep_period=keep_period or None, create=True,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
@@ -48,17 +50,84 @@ class TrainCheckpoints:
         state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator),
         meta=ocp.args.JsonSave(meta)), force=force)
 
-  def restore(self, step: int, abstract_state, data_iterator) -> tuple[Any, dict]:
-    """State at `step` laid out like `abstract_state` (ShapeDtypeStructs with shardings); moves
-    `data_iterator` to where it was. Returns `(state, meta)`."""
+  def saved_process_count(self, step: int) -> int | None:
+    """How many processes wrote the checkpoint at `step` (from grain's `process_I-of-N.json` names)."""
+    names = [p.name for p in (storage.as_path(self.directory) / str(step) / "data").glob("process_*-of-*.json")]
+    counts = {int(n.rsplit("-of-", 1)[1].split(".")[0]) for n in names}
+    return counts.pop() if len(counts) == 1 else None
+
+  def restore(self, step: int, abstract_state, data_iterator, global_batch: int | None = None
+              ) -> tuple[Any, dict]:
+    """State at `step` laid out like `abstract_state` (ShapeDtypeStructs with shardings, whatever mesh wrote
+    it: orbax reshards); moves `data_iterator` to where it was. Returns `(state, meta)`.
+
+    The data position: with the process count that saved it, grain's own state of this process. On another
+    number of processes there is no such state, and the position follows from the step instead: with the
+    same global batch, step s has consumed exactly the global examples [0, s*G) in any topology (process i
+    of n reads indices i::n, G/n per batch), so each process continues at its own batch s (`seek_batches`).
+    No example is repeated or skipped."""
+    saved = self.saved_process_count(step)
+    if saved in (None, jax.process_count()):
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state),
+          data=grain.checkpoint.CheckpointRestore(data_iterator), meta=ocp.args.JsonRestore()))
+      return restored["state"], dict(restored["meta"])
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=grain.checkpoint.CheckpointRestore(data_iterator),
-        meta=ocp.args.JsonRestore()))
-    return restored["state"], dict(restored["meta"])
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    meta = dict(restored["meta"])
+    saved_batch = meta.get("global_batch_size")
+    if global_batch is not None and saved_batch is not None and int(saved_batch) != global_batch:
+      raise ValueError(f"{self.directory} step {step} was saved by {saved} processes with global batch "
+                       f"{saved_batch}; the data position carries to {jax.process_count()} processes only with the "
+                       f"same global batch, not {global_batch}")
+    batches = int(meta.get("step", step))
+    data_iterator.set_state(seek_batches(data_iterator.get_state(), batches))
+    return restored["state"], meta
+
+  def read_meta(self, step: int) -> dict:
+    """The JSON metadata of the checkpoint at `step` (no arrays are read)."""
+    return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def seek_batches(fresh_state: dict, batches: int) -> dict:
+  """The state of an input iterator that has produced `batches` batches, given the state of a fresh one:
+  grain's plain iterator over a batched MapDataset (`next_index` counts batches), or its multiprocessing
+  prefetch (workers make whole batches round-robin, so worker w has made the batches w, w+W, ... below
+  `batches`). Other iterators have no known position: ValueError."""
+  if set(fresh_state) == {"next_index"}:
+    return {"next_index": batches}
+  workers = fresh_state.get("iterators_in_use_states")
+  if (workers is not None and all(set(w) == {"next_index"} for w in workers)
+      and fresh_state.get("next_index_in_datasets") == len(workers) and not fresh_state.get("future_states")):
+    n = len(workers)
+    return dict(fresh_state, next_index_in_cycle=batches % n,
+                iterators_in_use_states=[{"next_index": max(0, (batches - w + n - 1) // n)} for w in range(n)])
+  raise ValueError(f"cannot move this input iterator to batch {batches} on another topology (state "
+                   f"{str(fresh_state)[:200]}); resume with the process count that saved the checkpoint")
+
+
+class ModelMismatchError(ValueError):
+  """A run resumed with a config whose model is not the one its checkpoints hold."""
+
+
+def check_same_model(meta: dict, config, directory: str, step: int) -> None:
+  """`ModelMismatchError` naming every model field of `config` that differs from the checkpoint's `meta`
+  (a resumed run must train the model it saved; restoring other shapes would fail deep inside orbax)."""
+  saved = meta.get("model") or {}
+  current = config.model.to_dict()
+  norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v
+  fields = [("stage", meta.get("stage"), config.stage)]
+  fields += [(f"model.{k}", saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))
+             if k not in ("pretrain_file", "pretrain_pth", "allow_random_init")]
+  diffs = [f"{name}: checkpoint {old!r}, config {new!r}" for name, old, new in fields
+           if name == "stage" and old is not None and old != new or name != "stage" and norm(old) != norm(new)]
+  if diffs:
+    raise ModelMismatchError(f"{directory} step {step} was trained with another model than the config's: "
+                             + "; ".join(diffs) + " (use a new --workdir, or the config the run started with)")
 
 
 def abstract_like(state_shapes, shardings):
@@ -71,11 +140,19 @@ def load_train_params(directory: str, step: int | None = None) -> tuple[dict, di
   """Params (numpy) and metadata of a training checkpoint, without the optimizer state or the data
   iterator: `directory` is a run's workdir or its `checkpoints` folder; `step` defaults to the latest.
   Returns `(params, meta, step)`."""
+  state, meta, step = load_train_state(directory, step)
+  return state["params"], meta, step
+
+
+def load_train_state(directory: str, step: int | None = None) -> tuple[dict, dict, int]:
+  """The whole state (params, optimizer state, step, rng; numpy, as saved: nested dicts and lists) and the
+  metadata of a training checkpoint on this host, whatever mesh wrote it. Returns `(state, meta, step)`."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  directory = os.path.abspath(directory)
-  if os.path.isdir(os.path.join(directory, "checkpoints")):
-    directory = os.path.join(directory, "checkpoints")
-  if not os.path.isdir(directory):
+  path = storage.as_path(directory)
+  if (path / "checkpoints").is_dir():
+    path = path / "checkpoints"
+  directory = os.fspath(path)
+  if not path.is_dir():
     raise FileNotFoundError(f"no training checkpoints at {directory}")
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
                                   item_names=ITEMS,
@@ -97,5 +174,5 @@ def load_train_params(directory: str, step: int | None = None) -> tuple[dict, di
                                                              meta=ocp.args.JsonRestore()))
   finally:
     manager.close()
-  params = jax.tree_util.tree_map(np.asarray, restored["state"]["params"])
-  return params, dict(restored["meta"]), int(step)
+  state = jax.tree_util.tree_map(np.asarray, restored["state"])
+  return state, dict(restored["meta"]), int(step)

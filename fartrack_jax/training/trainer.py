@@ -30,6 +30,7 @@ import numpy as np
 from fartrack_jax import checkpoints as params_io
 from fartrack_jax import config_lib
 from fartrack_jax import model as model_lib
+from fartrack_jax import storage
 from fartrack_jax.training import checkpointing, optim, stages, steps
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class TrainResult:
 def _resolve_pretrained(path: str) -> str:
   """A relative file name is looked up in the working directory, then in `pretrained_models/` beside it
   (where the original keeps `mae_tiny_distill_400e.pth.tar`)."""
-  if os.path.isabs(path) or os.path.exists(path):
+  if storage.is_remote(path) or os.path.isabs(path) or os.path.exists(path):
     return path
   candidate = os.path.join("pretrained_models", path)
   return candidate if os.path.exists(candidate) else path
@@ -74,7 +75,7 @@ def initial_params(config, seed: int) -> tuple[dict, str]:
                        f"--config.{field}=PATH (or --config.model.allow_random_init=True for a random init)")
     return init, "random init"
   path = _resolve_pretrained(path)
-  if not os.path.exists(path):
+  if not storage.as_path(path).exists():
     raise FileNotFoundError(f"{field}={path!r} does not exist (give an orbax params directory or a .pth.tar)")
   params, report = params_io.load_pretrained(path, config, init)
   for line in report.lines():
@@ -99,7 +100,10 @@ def _default_data(config, workdir: str, split: str, per_process_batch: int, seed
     datasets = packed.open_packed_datasets(tuple(config.data[split].datasets_name), config.run.tfds_data_dir)
   else:
     roots = {k: v for k, v in config.run.data_roots.items() if v}
-    cache_dir = config.run.index_cache_dir or os.path.join(workdir, "index_cache")
+    # The index describes a local dataset root, so on a bucket workdir it is cached on this host instead.
+    cache_dir = config.run.index_cache_dir or (
+        os.path.expanduser("~/.cache/fartrack_jax/index_cache") if storage.is_remote(workdir)
+        else os.path.join(workdir, "index_cache"))
     datasets = build.train_datasets_from_config(config, roots, cache_dir, split=split)
   if config.stage == "fartrack_sparse":
     from data_pipelines.training import clips  # pylint: disable=g-import-not-at-top
@@ -131,12 +135,13 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
   from clu import metric_writers, metrics as clu_metrics, periodic_actions  # pylint: disable=g-import-not-at-top
 
   config = config_lib.validate_config(config)
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  # Every process probes the shared workdir (a missing bucket or a read-only one fails here, not at the
+  # first checkpoint); process 0 alone writes the shared files.
+  workdir_path = storage.check_writable(workdir, "--workdir")
+  workdir = os.fspath(workdir_path)
   if jax.process_index() == 0:
-    from data_pipelines.benchmarks import annotation_files  # pylint: disable=g-import-not-at-top
-    annotation_files.write_text_atomic(os.path.join(workdir, "config.json"),
-                                       json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str))
+    storage.write_text_atomic(workdir_path / "config.json",
+                              json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str))
 
   mesh = steps.make_train_mesh(config.run.fsdp)
   per_process_batch = steps.check_global_batch(int(config.train.global_batch_size), mesh)
@@ -153,12 +158,13 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
                      int(config.run.val_batches) * per_process_batch * jax.process_count())
 
   loss_fn = loss_fn or default_loss_fn(config)
-  ckpts = checkpointing.TrainCheckpoints(os.path.join(workdir, "checkpoints"), keep=config.run.keep_checkpoints,
+  ckpts = checkpointing.TrainCheckpoints(os.fspath(workdir_path / "checkpoints"), keep=config.run.keep_checkpoints,
                                          keep_period=config.run.keep_period, async_save=async_checkpoints)
   latest = ckpts.latest_step()
   if latest is None:
     params, source = initial_params(config, int(config.seed))
   else:  # only the shapes: the values come from the checkpoint
+    checkpointing.check_same_model(ckpts.read_meta(latest), config, ckpts.directory, latest)
     net = model_lib.build_model(config, "float32")
     params = jax.eval_shape(lambda: model_lib.init_params(net, jax.random.PRNGKey(0)))
   tx, schedules = optim.make_optimizer(config, params)
@@ -169,8 +175,13 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
     state = jax.jit(build_state, out_shardings=shardings)(jax.device_put(params, shardings["params"]))
     logger.info("starting from %s", source)
   else:
-    state, _ = ckpts.restore(latest, checkpointing.abstract_like(shapes, shardings), train_iter)
-    logger.info("resumed from step %d of %s", latest, ckpts.directory)
+    saved_by = ckpts.saved_process_count(latest)
+    state, _ = ckpts.restore(latest, checkpointing.abstract_like(shapes, shardings), train_iter,
+                             global_batch=int(config.train.global_batch_size))
+    logger.info("resumed from step %d of %s%s", latest, ckpts.directory,
+                "" if saved_by in (None, jax.process_count()) else
+                f" (saved by {saved_by} processes, now {jax.process_count()}: the data continue at global "
+                f"example {latest * int(config.train.global_batch_size)})")
   del params
 
   train_step = steps.make_train_step(loss_fn, tx, shardings, mesh, schedules)
@@ -191,6 +202,7 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
   last_metrics: dict[str, float] = {}
   val_metrics: dict[str, float] = {}
   meta = {"stage": config.stage, "variant": config.variant, "depth": int(config.model.depth),
+          "global_batch_size": int(config.train.global_batch_size), "processes": jax.process_count(),
           "model": config.model.to_dict(), "format": "fartrack-jax-train-v1"}
 
   step = int(jax.device_get(state["step"]))
@@ -217,11 +229,12 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
       for hook in hooks:
         hook(step)
       if step % config.run.log_every_steps == 0 or step == total:
+        job_skipped = _sum_over_processes(skipped)
         elapsed = max(time.monotonic() - window_start, 1e-9)
         last_metrics = {k: float(v.compute()) for k, v in window.items()}
         scalars = {f"train/{k}": v for k, v in last_metrics.items() if k != "finite"}
         scalars["train/samples_per_s"] = window_samples / elapsed
-        scalars.update({f"data/skipped_{r}": int(n) for r, n in zip(reasons, skipped)})
+        scalars.update({f"data/skipped_{r}": int(n) for r, n in zip(reasons, job_skipped)})
         writer.write_scalars(step, scalars)
         window, window_start, window_samples = {}, time.monotonic(), 0
       if step % config.run.val_every_steps == 0 or step == total:
@@ -233,7 +246,16 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
     ckpts.close()
     writer.flush()
   return TrainResult(step=step, last_metrics=last_metrics, val_metrics=val_metrics,
-                     skipped_samples={r: int(n) for r, n in zip(reasons, skipped)}, resumed_from=latest)
+                     skipped_samples={r: int(n) for r, n in zip(reasons, _sum_over_processes(skipped))},
+                     resumed_from=latest)
+
+
+def _sum_over_processes(counts: np.ndarray) -> np.ndarray:
+  """The job's totals of per-process counters (each process counts the samples it read)."""
+  if jax.process_count() == 1:
+    return counts
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(counts)).reshape(jax.process_count(), -1).sum(0)
 
 
 def _validate(val_data, n: int, eval_step, state, data_sharding) -> dict[str, float]:

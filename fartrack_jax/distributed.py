@@ -1,0 +1,344 @@
+"""Joining a multi-process JAX job: the cluster flags of scripts/train.py and scripts/evaluate.py.
+
+Three ways in, one call (`initialize_from_flags`) before anything touches a device:
+  * explicit: `--coordinator_address HOST:PORT --num_processes N --process_id I` on every process (a rehearsal
+    on one machine with scripts/launch_local.py, or any cluster without auto-detection). On CPU devices the
+    cross-process collectives go through gloo (XLA:CPU has no other).
+  * `--distributed=true`: `jax.distributed.initialize()` finds the coordinator itself (TPU VM metadata, SLURM,
+    GKE...); scripts/launch_tpu.sh passes it on a multi-host slice.
+  * `--distributed=auto` (default): as `true` when the environment describes several workers
+    (JAX_COORDINATOR_ADDRESS, a multi-host TPU_WORKER_HOSTNAMES), otherwise a single process.
+
+Failures end in `DistributedError` with one line naming the process and the time waited: a peer that never
+joins (`--init_timeout_s`), `--num_processes` that disagrees between processes, a peer that dies mid-run (the
+coordination service notices the missing heartbeats within `--heartbeat_timeout_s` and stops every other
+process).
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+
+class DistributedError(RuntimeError):
+  """The job could not be formed (a peer missing or disagreeing)."""
+
+
+def define_flags() -> None:
+  """Registers the cluster flags on absl's global flag set (each entry point calls it once)."""
+  flags.DEFINE_enum(
+      "distributed", "auto", ["auto", "true", "false"],
+      "Call jax.distributed.initialize() first: true = always (it finds the coordinator on TPU VMs, SLURM, "
+      "GKE), auto = when the environment describes several workers (JAX_COORDINATOR_ADDRESS, a multi-host "
+      "TPU_WORKER_HOSTNAMES) or the cluster flags are given, false = never (one process).")
+  flags.DEFINE_string(
+      "coordinator_address", None,
+      "HOST:PORT of process 0's coordination service; with --num_processes and --process_id, joins the job "
+      "without auto-detection (scripts/launch_local.py passes all three). Also --coordinator-address.")
+  flags.DEFINE_integer("num_processes", None, "Processes in the job, the same on every process "
+                       "(also --num-processes).")
+  flags.DEFINE_integer("process_id", None, "This process's index, 0..num_processes-1; 0 runs the coordinator "
+                       "and writes the shared files (also --process-id).")
+  flags.DEFINE_integer("init_timeout_s", 300, "Seconds to wait for every process to join before giving up "
+                       "with an error naming the ones that did not (also --init-timeout-s).")
+  flags.DEFINE_integer("heartbeat_timeout_s", 100, "Seconds without a heartbeat after which a process counts "
+                       "as dead and the others stop with an error (also --heartbeat-timeout-s).")
+
+
+def _environment_wants_distributed() -> bool:
+  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    return True
+  return "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+
+
+def initialize_from_flags() -> bool:
+  """`initialize` with the values of the flags `define_flags` registered."""
+  f = flags.FLAGS
+  return initialize(f.distributed, f.coordinator_address, f.num_processes, f.process_id,
+                    init_timeout_s=f.init_timeout_s, heartbeat_timeout_s=f.heartbeat_timeout_s)
+
+
+def initialize(mode: str = "auto", coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, *, init_timeout_s: int = 300,
+               heartbeat_timeout_s: int = 100) -> bool:
+  """Joins the job (see the module docstring); returns whether `jax.distributed` was initialised.
+
+  Must run before the first use of a device. Raises `DistributedError` (one line) when the flags are
+  incomplete or contradictory, or the job does not form within `init_timeout_s`.
+  """
+  explicit = {"--coordinator_address": coordinator_address, "--num_processes": num_processes,
+              "--process_id": process_id}
+  given = [k for k, v in explicit.items() if v is not None]
+  if given and len(given) < 3:
+    missing = [k for k, v in explicit.items() if v is None]
+    raise DistributedError(f"{', '.join(given)} given without {', '.join(missing)}: give all three")
+  if given and mode == "false":
+    raise DistributedError("--distributed=false contradicts --coordinator_address/--num_processes/--process_id")
+  if given:
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise DistributedError(f"--process_id={process_id} is not in 0..{num_processes - 1} "
+                             f"(--num_processes={num_processes})")
+    if ":" not in coordinator_address:
+      raise DistributedError(f"--coordinator_address={coordinator_address!r}: expected HOST:PORT")
+  elif mode == "false" or (mode == "auto" and not _environment_wants_distributed()):
+    return False
+
+  import jax  # pylint: disable=g-import-not-at-top
+  # Only XLA:CPU reads it: the collectives of CPU devices across processes (a rehearsal on one machine).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  who = f"process {process_id} of {num_processes}" if given else "this process"
+  place = f" at {coordinator_address}" if given else ""
+
+  def never_formed():
+    # XLA's client aborts the process from C++ when its own timeout expires (a page of stack traces, and
+    # it cannot say who is missing); this fires first. Joining waits for every process, so all this
+    # process knows is that it is here and at least one other is not.
+    import sys  # pylint: disable=g-import-not-at-top
+    expected = (f"start all {num_processes} processes with --coordinator_address={coordinator_address} "
+                f"--num_processes={num_processes} and --process_id 0..{num_processes - 1}" if given else
+                "check that every host runs the same command")
+    sys.stderr.write(f"error: {who}: the job did not form{place} within --init_timeout_s={init_timeout_s} s: "
+                     f"this process is ready, at least one other{' (or the coordinator, process 0)' if process_id else ''}"
+                     f" never joined; {expected}\n")
+    sys.stderr.flush()
+    os._exit(1)  # pylint: disable=protected-access
+
+  import threading  # pylint: disable=g-import-not-at-top
+  watchdog = threading.Timer(init_timeout_s, never_formed)
+  watchdog.daemon = True
+  watchdog.start()
+  try:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               initialization_timeout=init_timeout_s + 60,
+                               heartbeat_timeout_seconds=heartbeat_timeout_s)
+  except Exception as e:  # pylint: disable=broad-except
+    watchdog.cancel()
+    # XLA's status text spans lines (and repeats the RPC's details); its first line names the cause.
+    detail = " ".join(str(e).split())[:400]
+    raise DistributedError(f"{who}: the job did not form{place} within --init_timeout_s={init_timeout_s}: "
+                           f"{detail}") from None
+  watchdog.cancel()
+  if given:
+    _check_agreement(num_processes, process_id, init_timeout_s)
+  watch_peers(max(heartbeat_timeout_s / 2, 2.0), _exit_lost_peer)
+  return True
+
+
+def _exit_lost_peer(message: str) -> None:
+  import sys  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  sys.stderr.write(f"error: process {jax.process_index()} of {jax.process_count()}: {message}; stopping this "
+                   "process. Start the same launch again: it resumes from the latest finished checkpoint\n")
+  sys.stderr.flush()
+  os._exit(1)  # pylint: disable=protected-access
+
+
+def _check_agreement(num_processes: int, process_id: int, timeout_s: int) -> None:
+  """Every process must have been started with the same --num_processes: each publishes its own in the
+  coordinator's key-value store, process 0 compares, the others wait for its verdict."""
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  client = jax_distributed.global_state.client
+  client.key_value_set(f"fartrack/num_processes/{process_id}", str(num_processes))
+  verdict_key = "fartrack/num_processes/verdict"
+  if process_id == 0:
+    seen = {}
+    for i in range(num_processes):
+      try:
+        seen[i] = int(client.blocking_key_value_get(f"fartrack/num_processes/{i}", timeout_s * 1000))
+      except Exception:  # pylint: disable=broad-except
+        seen[i] = None
+    bad = {i: n for i, n in seen.items() if n != num_processes}
+    verdict = "ok" if not bad else (
+        f"--num_processes disagrees: process 0 has {num_processes}, "
+        + ", ".join(f"process {i} has {n if n is not None else 'not reported'}" for i, n in sorted(bad.items())))
+    client.key_value_set(verdict_key, verdict)
+  else:
+    try:
+      verdict = client.blocking_key_value_get(verdict_key, timeout_s * 1000)
+    except Exception:  # pylint: disable=broad-except
+      verdict = f"process 0 gave no --num_processes verdict within {timeout_s} s"
+  if verdict != "ok":
+    raise DistributedError(f"process {process_id}: {verdict}")
+
+
+def free_port() -> int:
+  """A TCP port on localhost that nothing listens on now."""
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def local_job_commands(processes: int, devices_per_process: int, command: list[str], port: int,
+                       python: str | None = None) -> list[tuple[list[str], dict[str, str]]]:
+  """`(argv, environment)` of each process of a rehearsal on this machine: `command` (a script and its
+  arguments) plus the cluster flags, with `devices_per_process` CPU devices each."""
+  import sys  # pylint: disable=g-import-not-at-top
+  flags_env = [f for f in os.environ.get("XLA_FLAGS", "").split()
+               if not f.startswith("--xla_force_host_platform_device_count")]
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=" ".join(flags_env + [f"--xla_force_host_platform_device_count={devices_per_process}"]))
+  argv = list(command)
+  if argv and argv[0].endswith(".py"):
+    argv = [python or sys.executable, *argv]
+  return [([*argv, f"--coordinator_address=localhost:{port}", f"--num_processes={processes}",
+            f"--process_id={i}"], env) for i in range(processes)]
+
+
+def run_local_job(processes: int, devices_per_process: int, command: list[str], port: int | None = None,
+                  grace_s: float = 10.0, out=None) -> int:
+  """Starts the processes of `local_job_commands`, prints their merged output line by line prefixed with
+  `[i] `, and when one fails stops the others (SIGTERM, SIGKILL after `grace_s`). Returns 0 when every
+  process succeeded, else the exit status of the first that failed."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  out = out or sys.stdout
+  port = port or free_port()
+  lock = threading.Lock()
+
+  def say(line):
+    with lock:
+      out.write(line)
+      out.flush()
+
+  say(f"[launch] {processes} processes x {devices_per_process} CPU devices, coordinator localhost:{port}\n")
+  procs = []
+  for argv, env in local_job_commands(processes, devices_per_process, command, port):
+    procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, start_new_session=True))
+
+  def pump(i, stream):
+    for raw in iter(stream.readline, b""):
+      say(f"[{i}] {raw.decode('utf-8', 'replace').rstrip()}\n")
+
+  pumps = [threading.Thread(target=pump, args=(i, p.stdout), daemon=True) for i, p in enumerate(procs)]
+  for t in pumps:
+    t.start()
+
+  def stop_all(sig=signal.SIGTERM):
+    for p in procs:
+      if p.poll() is None:
+        try:
+          os.killpg(p.pid, sig)
+        except ProcessLookupError:
+          pass
+
+  def on_signal(signum, _):
+    say(f"[launch] signal {signum}: stopping every process\n")
+    stop_all()
+
+  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+  failed = None
+  try:
+    while True:
+      codes = [p.poll() for p in procs]
+      if failed is None:
+        failed = next(((i, c) for i, c in enumerate(codes) if c not in (None, 0)), None)
+        if failed is not None:
+          say(f"[launch] process {failed[0]} exited with status {failed[1]}: stopping the others\n")
+          stop_all()
+          deadline = time.monotonic() + grace_s
+      if all(c is not None for c in codes):
+        break
+      if failed is not None and time.monotonic() > deadline:
+        stop_all(signal.SIGKILL)
+      time.sleep(0.1)
+  finally:
+    stop_all(signal.SIGKILL)
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+    for t in pumps:
+      t.join(timeout=5)
+  if failed is None:
+    say("[launch] every process finished\n")
+    return 0
+  return failed[1] if failed[1] > 0 else 128 - failed[1]
+
+
+def is_peer_failure(error: BaseException) -> bool:
+  """Whether `error`, raised in a job of several processes, is a collective or coordination failure (a peer
+  died or was stopped) rather than a problem of this process's own."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_count() > 1 and isinstance(error, jax.errors.JaxRuntimeError)
+
+
+def exit_after_peer_failure(error: BaseException, last_checkpoint: str = "") -> None:
+  """Ends this process at once with one error line. A normal exit would first wait in
+  `jax.distributed.shutdown`'s barrier for the dead peer until the heartbeat timeout, then abort."""
+  import jax  # pylint: disable=g-import-not-at-top
+  first = " ".join(str(error).split())[:300]
+  sys_stderr = __import__("sys").stderr
+  sys_stderr.write(f"error: process {jax.process_index()} of {jax.process_count()}: the job lost a process "
+                   f"({first}); start the same launch again to resume{last_checkpoint}\n")
+  sys_stderr.flush()
+  __import__("sys").stdout.flush()
+  os._exit(1)  # pylint: disable=protected-access
+
+
+_ALIVE = "fartrack/alive/"
+_FINISHED = "fartrack/finished/"
+
+
+def mark_finished() -> None:
+  """Tells the other processes' watchers that this one ends normally (its silence is not a failure)."""
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  client = jax_distributed.global_state.client
+  if client is not None:
+    import jax  # pylint: disable=g-import-not-at-top
+    try:
+      client.key_value_set(f"{_FINISHED}{jax.process_index()}", "1", allow_overwrite=True)
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+
+def watch_peers(timeout_s: float, on_lost, interval_s: float = 1.0) -> None:
+  """Starts a daemon thread that publishes a counter of this process in the coordinator's key-value store
+  every `interval_s` and reads everyone's; when a peer's counter has not moved for `timeout_s` (it died or
+  hangs) or the coordinator stops answering, calls `on_lost(message)` (which should end the process).
+
+  Why not rely on JAX alone: a collective with a dead peer may block instead of failing, and the
+  coordination service then aborts the process from C++ after its heartbeat timeout with a page of
+  stack traces; this watcher fires first (use half that timeout) and says which process went silent."""
+  import threading  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  client = jax_distributed.global_state.client
+  me, count = jax.process_index(), jax.process_count()
+  if client is None or count == 1:
+    return
+
+  def loop():
+    beat = 0
+    start = time.monotonic()
+    seen = {i: (None, start) for i in range(count) if i != me}
+    while True:
+      beat += 1
+      try:
+        client.key_value_set(f"{_ALIVE}{me}", str(beat), allow_overwrite=True)
+        alive = dict(client.key_value_dir_get(_ALIVE))
+        finished = {k.rsplit("/", 1)[-1] for k, _ in client.key_value_dir_get(_FINISHED)}
+      except Exception as e:  # pylint: disable=broad-except
+        on_lost(f"the coordinator (process 0) stopped answering: {' '.join(str(e).split())[:200]}")
+        return
+      now = time.monotonic()
+      for i in list(seen):
+        if str(i) in finished:
+          seen.pop(i)
+          continue
+        value = alive.get(f"{_ALIVE}{i}", alive.get(f"{_ALIVE.rstrip('/')}/{i}"))
+        last_value, since = seen[i]
+        if value != last_value:
+          seen[i] = (value, now)
+        elif now - since > timeout_s:
+          state = "never reported" if value is None else "has been silent"
+          on_lost(f"process {i} {state} for {now - since:.0f} s (more than {timeout_s:g} s)")
+          return
+      time.sleep(interval_s)
+
+  threading.Thread(target=loop, name="peer-watch", daemon=True).start()
