@@ -1,7 +1,8 @@
 """A multi-process run with its workdir on gs://, against a storage server started here (fake-gcs-server)
 and reached by the clients a TPU VM uses (TensorFlow's gfile under etils.epath and clu, tensorstore under
 orbax; see tests/gcs_emulator.py for how): 2 processes train, a second launch resumes, the params are then
-evaluated from the bucket, and a bucket that does not exist fails before the first step."""
+evaluated from the bucket into result files on the bucket, and a bucket that does not exist fails before the
+first step."""
 
 import json
 import os
@@ -79,12 +80,14 @@ def test_two_processes_train_resume_and_evaluate_on_a_bucket(gcs, tmp_path):
 
   bench = str(tmp_path / "got10k")
   synthetic.make_synthetic_dataset("got10k", bench, num_sequences=2, num_frames=5, size=(96, 72), seed=3)
-  results = str(tmp_path / "results")
+  results = f"gs://{BUCKET}/results/got10k_val"
   log = _launch(gcs, 2, 1, os.path.join(ROOT, "scripts", "evaluate.py"), "--config",
                 os.path.join(ROOT, "configs", "fartrack_sparse.py") + ":variant=smoke", "--checkpoint", workdir,
                 "--dataset", "got10k_val", "--data-root", bench, "--results-dir", results)
-  assert sorted(f for f in os.listdir(results) if not f.endswith("_time.txt")) == [
-      f"{name}.txt" for name in sorted(os.listdir(os.path.join(bench, "val"))) if not name.endswith(".txt")]
+  names = _objects(gcs, "results/got10k_val/")
+  sequences = sorted(name for name in os.listdir(os.path.join(bench, "val")) if not name.endswith(".txt"))
+  assert sorted(names) == sorted([f"results/got10k_val/{name}.txt" for name in sequences]
+                                 + [f"results/got10k_val/{name}_time.txt" for name in sequences]), names
 
 
 def test_a_bucket_that_does_not_exist_fails_before_the_first_step(gcs, tmp_path):

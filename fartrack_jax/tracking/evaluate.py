@@ -16,13 +16,14 @@ import time
 
 import numpy as np
 
+from fartrack_jax import storage
 from fartrack_jax.tracking import tracker as trk
 
 
 def params_for(config, checkpoint: str, seed: int = 0):
   """Params from an orbax params directory (scripts/convert_torch.py, scripts/export_variant.py), a training
   run's workdir or its `checkpoints` folder (scripts/train.py: the latest step), or an original `.pth.tar`."""
-  from fartrack_jax import checkpoints, storage  # pylint: disable=g-import-not-at-top
+  from fartrack_jax import checkpoints  # pylint: disable=g-import-not-at-top
   if storage.as_path(checkpoint).is_dir():
     params, meta = checkpoints.load_any_params(checkpoint)
     checkpoints.check_params_fit(params, config, checkpoint, meta)
@@ -50,26 +51,26 @@ def process_share(sequences, index: int, count: int) -> list:
   return [s for i, s in enumerate(sequences) if owner[i] == index]
 
 
-def result_paths(results_dir: str, name: str) -> tuple[str, str]:
-  return os.path.join(results_dir, f"{name}.txt"), os.path.join(results_dir, f"{name}_time.txt")
+def result_paths(results_dir: str, name: str):
+  """`epath.Path`s of a sequence's boxes and times files (`results_dir` may be a bucket)."""
+  folder = storage.as_path(results_dir)
+  return folder / f"{name}.txt", folder / f"{name}_time.txt"
 
 
 def is_complete(results_dir: str, name: str, num_frames: int) -> bool:
   boxes_path, time_path = result_paths(results_dir, name)
-  if not (os.path.isfile(boxes_path) and os.path.isfile(time_path)):
+  if not (boxes_path.is_file() and time_path.is_file()):
     return False
-  with open(boxes_path) as f:
-    return sum(1 for line in f if line.strip()) == num_frames
+  return sum(1 for line in boxes_path.read_text().splitlines() if line.strip()) == num_frames
 
 
 def write_results(results_dir: str, name: str, boxes: np.ndarray, times: np.ndarray) -> None:
-  from data_pipelines.benchmarks import annotation_files  # pylint: disable=g-import-not-at-top
   boxes_path, time_path = result_paths(results_dir, name)
   box_text = "".join("\t".join("%d" % v for v in row) + "\n" for row in np.asarray(boxes, np.float64))
   time_text = "".join("%f\n" % t for t in np.asarray(times, np.float64))
   # Times first: a boxes file is the mark of a finished sequence.
-  annotation_files.write_text_atomic(time_path, time_text)
-  annotation_files.write_text_atomic(boxes_path, box_text)
+  storage.write_text_atomic(time_path, time_text)
+  storage.write_text_atomic(boxes_path, box_text)
 
 
 # Longer sequences keep their template memory on the host (`BatchTracker(template_store="host")`): at
@@ -89,7 +90,7 @@ def evaluate(config, params, sequences, results_dir: str, batch: int = 1, mesh=N
   frames in `threads` host threads (default: the CPU count). `template_store` "device" or "host" (see
   `tracker.BatchTracker`); "auto": on the device up to `DEVICE_STORE_MAX_FRAMES`, else on the host.
   Returns counts, seconds and frames/s."""
-  os.makedirs(results_dir, exist_ok=True)
+  storage.as_path(results_dir).mkdir(parents=True, exist_ok=True)
   todo = [s for s in sequences if not is_complete(results_dir, s.name, len(s.frames))]
   skipped = len(sequences) - len(todo)
   if skipped:
@@ -125,16 +126,15 @@ def evaluate(config, params, sequences, results_dir: str, batch: int = 1, mesh=N
           "frames_per_s": fps}
 
 
-def _read_result_boxes(path: str) -> np.ndarray:
+def _read_result_boxes(path) -> np.ndarray:
   rows = []
-  with open(path) as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      parts = line.replace(",", "\t").split()
-      if len(parts) != 4:
-        raise ValueError(f"{path}:{number}: expected 4 values, got {line.strip()!r}")
-      rows.append([int(float(v)) for v in parts])
+  for number, line in enumerate(storage.as_path(path).read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    parts = line.replace(",", "\t").split()
+    if len(parts) != 4:
+      raise ValueError(f"{path}:{number}: expected 4 values, got {line.strip()!r}")
+    rows.append([int(float(v)) for v in parts])
   return np.asarray(rows, np.int64)
 
 
@@ -155,7 +155,7 @@ def package_submission(results_dir: str, dataset: str, sequences, output_zip: st
       text = "".join(",".join(str(v) for v in row) + "\n" for row in _read_result_boxes(boxes_path))
       if dataset == "got10k_test":
         zf.writestr(f"{s.name}/{s.name}_001.txt", text)
-        zf.write(time_path, f"{s.name}/{s.name}_time.txt")
+        zf.writestr(f"{s.name}/{s.name}_time.txt", time_path.read_text())
       else:
         zf.writestr(f"{s.name}.txt", text)
   os.replace(tmp, output_zip)
