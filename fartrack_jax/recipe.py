@@ -32,13 +32,13 @@ QUICKSTART_MODEL = {"patch_size": 8, "bins": 32}
 QUICKSTART_BATCH = {"fartrack": 16, "fartrack_distill": 16, "fartrack_sparse": 8}
 # Learning rate and warm-up of each stage. Stage 3 re-learns what the sparse model changes (masked norms,
 # the max-norm word embedding), so it gets far more than the original's 4e-6.
-QUICKSTART_LR = {"fartrack": 1e-3, "fartrack_distill": 1e-4, "fartrack_sparse": 1e-4}
+QUICKSTART_LR = {"fartrack": 2e-3, "fartrack_distill": 1e-4, "fartrack_sparse": 1e-4}
 QUICKSTART_WARMUP_FRACTION = 0.05
 # Training videos: held-out ones come from other seeds (see `run_recipe`).
 TRAIN_VIDEOS, TRAIN_FRAMES = 64, 60
 # The tracking benchmark: `data_pipelines.synthetic`'s GOT-10k val split, rendered from seed + this offset.
 VAL_VIDEOS, VAL_FRAMES, VAL_SEED_OFFSET = 8, 40, 1000
-STAGE1_STEPS, DISTILL_STEPS, SPARSE_STEPS = 12000, 100, 100
+STAGE1_STEPS, DISTILL_STEPS, SPARSE_STEPS = 10000, 100, 100
 
 
 def stage_config(stage: str, workdir: str, data_root: str, steps: int, pretrained: str = ""):
