@@ -1,16 +1,24 @@
 """The whole FARTrack recipe on generated data, in minutes on a CPU: what the quick start runs.
 
-  1. synthetic training videos in the GOT-10k training layout (`data_pipelines/training/synthetic_train.py`);
-  2. stage 1, frame-level pretraining (`configs/fartrack.py:variant=smoke`), a few hundred steps;
+  1. synthetic videos (`data_pipelines/training/synthetic_train.py`, `data_pipelines/synthetic.py`): training
+     videos in the GOT-10k training layout, and a GOT-10k val split of other videos for tracking;
+  2. stage 1, frame-level pretraining (`configs/fartrack.py:variant=smoke` with the quick start's changes,
+     `stage_config`), STAGE1_STEPS steps;
   3. stage 2, self-distillation from stage 1's checkpoint (`configs/fartrack_distill.py:variant=smoke`);
   4. export of the shallower variant (the smoke model has 2 layers; its "Pico" is the first layer);
-  5. stage 3, sparse sequence training from the distilled model (`configs/fartrack_sparse.py:variant=smoke`);
-  6. tracking a synthetic GOT-10k val set with the stage-3 model and scoring it with the GOT-10k protocol.
+  5. stage 3, sparse clip training from the distilled model (`configs/fartrack_sparse.py:variant=smoke`);
+  6. tracking the held-out val videos with the stage-3 model, scoring it and the first-box baseline with the
+     GOT-10k protocol, the learning curves of the three stages and a video of one tracked sequence.
 
 Every stage is the same `trainer.train` the real configs run (TensorBoard events, orbax checkpoints and a
 resumable data pipeline in `<workdir>/<stage>`); a second call with the same workdir resumes or skips what is
-done. The smoke model is tiny (2 layers, 48 channels, 64-pixel search crops), so the scores show the machinery
-working, not FARTrack's accuracy.
+done. The model is tiny (2 layers, 48 channels, 64-pixel search crops of 8x8 patches) and learns from
+scratch, so the scores show the recipe learning to track these videos, not FARTrack's accuracy.
+
+To train the quick start's stage 1 alone (e.g. to compare input pipelines):
+
+  config = recipe.stage_config("fartrack", workdir, recipe.make_datasets(workdir)[0], recipe.STAGE1_STEPS)
+  trainer.train(config, os.path.join(workdir, "stage1"))
 """
 
 from __future__ import annotations
@@ -81,14 +89,31 @@ def first_box_results(sequences, results_dir: str) -> str:
   return results_dir
 
 
+def make_datasets(workdir: str, seed: int = 0) -> tuple[str, str]:
+  """The recipe's synthetic data under `<workdir>/data` (kept for the next run): a GOT-10k training root of
+  TRAIN_VIDEOS + 1 videos (the last, GOT10K_votval, is what the trainers validate on) and a GOT-10k root
+  whose `val/` holds VAL_VIDEOS videos from the same generator with seed + VAL_SEED_OFFSET, so none of them
+  is a training video (the two generators draw from the same random streams for the same seed).
+  Returns `(train_root, val_root)`."""
+  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from data_pipelines.training import synthetic_train  # pylint: disable=g-import-not-at-top
+  data_root = os.path.join(workdir, "data", "got10k_train")
+  if not os.path.isdir(os.path.join(data_root, "train")):
+    synthetic_train.make_synthetic_train_dataset("got10k_train", data_root, num_sequences=TRAIN_VIDEOS + 1,
+                                                 num_frames=TRAIN_FRAMES, seed=seed)
+  val_root = os.path.join(workdir, "data", "got10k")
+  if not os.path.isdir(os.path.join(val_root, "val")):
+    synthetic.make_synthetic_dataset("got10k", val_root, num_sequences=VAL_VIDEOS, num_frames=VAL_FRAMES,
+                                     seed=seed + VAL_SEED_OFFSET)
+  return data_root, val_root
+
+
 def run_recipe(workdir: str, stage1_steps: int = STAGE1_STEPS, distill_steps: int = DISTILL_STEPS,
                sparse_steps: int = SPARSE_STEPS, seed: int = 0, log=print) -> dict:
   """Runs the six steps above in `workdir`; returns the scores of the trained tracker and of the first-box
   baseline, where the data and results are, each stage's last validation metrics and the minutes taken.
   Also writes `learning_curves.png` and `tracked.mp4` (one val sequence with the trained tracker's boxes)."""
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
   from data_pipelines.benchmarks import readers  # pylint: disable=g-import-not-at-top
-  from data_pipelines.training import synthetic_train  # pylint: disable=g-import-not-at-top
   from fartrack_jax.evaluation import analysis  # pylint: disable=g-import-not-at-top
   from fartrack_jax.tracking import evaluate, video  # pylint: disable=g-import-not-at-top
   from fartrack_jax.training import checkpointing, curves, export, trainer  # pylint: disable=g-import-not-at-top
@@ -96,16 +121,7 @@ def run_recipe(workdir: str, stage1_steps: int = STAGE1_STEPS, distill_steps: in
   start = time.monotonic()
   minutes = lambda: (time.monotonic() - start) / 60
   workdir = os.path.abspath(workdir)
-  data_root = os.path.join(workdir, "data", "got10k_train")
-  if not os.path.isdir(os.path.join(data_root, "train")):
-    # One video more than TRAIN_VIDEOS: the last (GOT10K_votval) is the trainers' validation video.
-    synthetic_train.make_synthetic_train_dataset("got10k_train", data_root, num_sequences=TRAIN_VIDEOS + 1,
-                                                 num_frames=TRAIN_FRAMES, seed=seed)
-  val_root = os.path.join(workdir, "data", "got10k")
-  if not os.path.isdir(os.path.join(val_root, "val")):
-    # The same generator with another seed: none of these videos is a training video.
-    synthetic.make_synthetic_dataset("got10k", val_root, num_sequences=VAL_VIDEOS, num_frames=VAL_FRAMES,
-                                     seed=seed + VAL_SEED_OFFSET)
+  data_root, val_root = make_datasets(workdir, seed)
   log(f"[recipe 1/6] synthetic videos in the GOT-10k layout: {TRAIN_VIDEOS} + 1 for training ({data_root}), "
       f"{VAL_VIDEOS} held out for tracking ({val_root}/val) ({minutes():.1f} min)")
 

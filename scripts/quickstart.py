@@ -2,17 +2,17 @@ r"""Quick start: the FARTrack model and the three-stage training recipe end to e
 
   python scripts/quickstart.py --workdir /tmp/fartrack_quickstart \
       [--config configs/fartrack_sparse.py:variant=tiny] [--checkpoint ORIGINAL.pth.tar] \
-      [--stage1-steps 300] [--skip-training]
+      [--stage1-steps N] [--skip-training] [--json results.json]
 
 Part 1 (the model): builds the network for the config (default: the released tracker's stage, Tiny), takes
 params from an original PyTorch checkpoint through the converter (or a fresh init), saves them as an orbax
-checkpoint in the workdir (re-used on the next run), exports them to a PyTorch state dict and converts that
-back (bit-exact), runs the jitted forward on synthetic template/search crops (decoded box, keep masks,
-latency) and tracks a synthetic GOT-10k val set.
+checkpoint in the workdir (re-used on the next run with the same source), exports them to a PyTorch state
+dict and converts that back (bit-exact), runs the jitted forward on synthetic template/search crops (decoded
+box, keep masks, latency) and tracks a synthetic GOT-10k val set.
 Part 2 (training, `fartrack_jax/recipe.py`): generates synthetic training videos, trains stage 1 for
---stage1-steps steps, distils, exports the shallow variant, trains the sparse stage, then tracks and scores
-with the trained model, all with the smoke model in <workdir>/recipe (TensorBoard logs and checkpoints in
-each stage's folder). About two minutes on a 2-core CPU.
+--stage1-steps steps, distils, exports the shallow variant, trains the sparse stage, then tracks held-out
+videos with the trained model and scores it against repeating the first box, all in <workdir>/recipe
+(TensorBoard logs and checkpoints in each stage's folder, learning_curves.png, tracked.mp4, scores.json).
 """
 
 import os
