@@ -108,12 +108,27 @@ def make_datasets(workdir: str, seed: int = 0) -> tuple[str, str]:
   return data_root, val_root
 
 
+def track_and_score(config, params, val_root: str, results_root: str, log=print):
+  """Tracks the GOT-10k val split under `val_root` with `params` (results in `<results_root>/fartrack_jax`),
+  writes the first-box baseline beside it (`first_box`) and scores both (also `<results_root>/scores.json`).
+  Returns `({"fartrack_jax": {"AO", "SR50", "SR75"}, "first_box": {...}}, sequences, results_dir)`."""
+  from data_pipelines.benchmarks import readers  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.evaluation import analysis  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.tracking import evaluate  # pylint: disable=g-import-not-at-top
+  sequences = readers.load_dataset("got10k_val", val_root)
+  results_dir = os.path.join(results_root, "fartrack_jax")
+  evaluate.evaluate(config, params, sequences, results_dir, batch=len(sequences), log=lambda m: log("      " + m))
+  baseline_dir = first_box_results(sequences, os.path.join(results_root, "first_box"))
+  scores = analysis.analyze("got10k_val", val_root, [results_dir, baseline_dir], names=["fartrack_jax", "first_box"],
+                            json_path=os.path.join(results_root, "scores.json"))
+  return scores, sequences, results_dir
+
+
 def run_recipe(workdir: str, stage1_steps: int = STAGE1_STEPS, distill_steps: int = DISTILL_STEPS,
                sparse_steps: int = SPARSE_STEPS, seed: int = 0, log=print) -> dict:
   """Runs the six steps above in `workdir`; returns the scores of the trained tracker and of the first-box
   baseline, where the data and results are, each stage's last validation metrics and the minutes taken.
   Also writes `learning_curves.png` and `tracked.mp4` (one val sequence with the trained tracker's boxes)."""
-  from data_pipelines.benchmarks import readers  # pylint: disable=g-import-not-at-top
   from fartrack_jax.evaluation import analysis  # pylint: disable=g-import-not-at-top
   from fartrack_jax.tracking import evaluate, video  # pylint: disable=g-import-not-at-top
   from fartrack_jax.training import checkpointing, curves, export, trainer  # pylint: disable=g-import-not-at-top
@@ -155,14 +170,9 @@ def run_recipe(workdir: str, stage1_steps: int = STAGE1_STEPS, distill_steps: in
       f"({minutes():.1f} min)")
 
   params, _, _ = checkpointing.load_train_params(sparse_dir)
-  sequences = readers.load_dataset("got10k_val", val_root)
-  results_dir = os.path.join(workdir, "results", "got10k_val", "fartrack_jax")
-  log(f"[recipe 6/6] tracking the {len(sequences)} held-out val videos with the stage-3 model -> {results_dir}")
-  evaluate.evaluate(sparse_config, params, sequences, results_dir, batch=len(sequences),
-                    log=lambda m: log("      " + m))
-  baseline_dir = first_box_results(sequences, os.path.join(workdir, "results", "got10k_val", "first_box"))
-  scores = analysis.analyze("got10k_val", val_root, [results_dir, baseline_dir], names=["fartrack_jax", "first_box"],
-                            json_path=os.path.join(workdir, "scores.json"), plots_dir=os.path.join(workdir, "plots"))
+  log(f"[recipe 6/6] tracking the {VAL_VIDEOS} held-out val videos with the stage-3 model")
+  scores, sequences, results_dir = track_and_score(sparse_config, params, val_root,
+                                                   os.path.join(workdir, "results", "got10k_val"), log)
   log("      scores (GOT-10k toolkit semantics; first_box repeats the first frame's box):")
   for line in analysis.format_table(scores).splitlines():
     log("      " + line)

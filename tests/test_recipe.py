@@ -100,3 +100,33 @@ def test_quickstart_json_and_the_checkpoint_message(tmp_path):
   loaded, _ = checkpoints.load_params(str(tmp_path / "qs" / "params_other"))
   np.testing.assert_array_equal(loaded["word_embeddings"], params["word_embeddings"])
   assert os.path.isdir(tmp_path / "qs" / "results" / "got10k_val" / "fartrack_jax_other")
+
+
+# The short run of the learning test: the quick start's stage 1 with fewer videos and steps.
+LEARNING_TEST_STEPS = 6000
+LEARNING_TEST_BATCH = 8
+LEARNING_TEST_LR = 2e-3
+# "Clearly better": AO points above repeating the first box on the same held-out videos.
+LEARNING_TEST_MARGIN = 10.0
+
+
+def test_a_short_stage1_run_tracks_held_out_videos_better_than_the_first_box(tmp_path, monkeypatch):
+  _small_data(monkeypatch, videos=32, frames=40, val_videos=6, val_frames=30)
+  workdir = str(tmp_path)
+  train_root, val_root = recipe.make_datasets(workdir, seed=0)
+  config = recipe.stage_config("fartrack", workdir, train_root, LEARNING_TEST_STEPS)
+  config.train.lr = LEARNING_TEST_LR
+  config.train.batch_size = config.train.global_batch_size = LEARNING_TEST_BATCH
+  config.data.train.sample_per_epoch = LEARNING_TEST_STEPS * LEARNING_TEST_BATCH
+  config.run.checkpoint_every_steps = LEARNING_TEST_STEPS
+  stage1_dir = os.path.join(workdir, "stage1")
+  trainer.train(config, stage1_dir, async_checkpoints=False)
+  # Tracked with the sparse tracker, as the recipe's final model is (the stage-1 params converted).
+  tracker_config = recipe.stage_config("fartrack_sparse", workdir, train_root, 1)
+  _, fresh = init(tracker_config)
+  params, _ = checkpoints.load_pretrained(stage1_dir, tracker_config, fresh)
+  scores, _, _ = recipe.track_and_score(tracker_config, params, val_root, os.path.join(workdir, "results"),
+                                        log=lambda _: None)
+  print(scores)
+  assert scores["first_box"]["AO"] < 30
+  assert scores["fartrack_jax"]["AO"] >= scores["first_box"]["AO"] + LEARNING_TEST_MARGIN, scores
