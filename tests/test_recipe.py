@@ -103,9 +103,9 @@ def test_quickstart_json_and_the_checkpoint_message(tmp_path):
 
 
 # The short run of the learning test: the quick start's stage 1 with fewer videos and steps.
-LEARNING_TEST_STEPS = 6000
-LEARNING_TEST_BATCH = 8
-LEARNING_TEST_LR = 2e-3
+LEARNING_TEST_STEPS = 5000
+LEARNING_TEST_BATCH = 16
+LEARNING_TEST_LR = 3e-3
 # "Clearly better": AO points above repeating the first box on the same held-out videos.
 LEARNING_TEST_MARGIN = 10.0
 

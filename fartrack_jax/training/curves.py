@@ -33,7 +33,10 @@ def read_scalars(workdir: str, prefixes: tuple[str, ...] = ("train/", "val/")) -
       for value in event.summary.value:
         if not value.tag.startswith(prefixes):
           continue
-        number = float(tensor_util.make_ndarray(value.tensor)) if value.HasField("tensor") else float(value.simple_value)
+        if value.HasField("tensor"):
+          number = float(tensor_util.make_ndarray(value.tensor))
+        else:
+          number = float(value.simple_value)
         by_tag.setdefault(value.tag, {})[int(event.step)] = number
   return {tag: (np.array(sorted(points), np.int64), np.array([points[s] for s in sorted(points)], np.float64))
           for tag, points in by_tag.items()}
