@@ -126,3 +126,15 @@ def test_stage1_tracks_held_out_videos_better_than_the_first_box(tmp_path):
                                         log=lambda _: None)
   assert scores["first_box"]["AO"] < 30
   assert scores["fartrack_jax"]["AO"] >= scores["first_box"]["AO"] + LEARNING_TEST_MARGIN, scores
+
+
+def test_recipe_runs_every_stage_and_reports_scores_curves_and_video(tmp_path, monkeypatch):
+  _small_data(monkeypatch, videos=2, frames=20, val_videos=2, val_frames=6)
+  out = recipe.run_recipe(str(tmp_path), stage1_steps=2, distill_steps=2, sparse_steps=2, log=lambda _: None)
+  assert set(out["scores"]) == {"AO", "SR50", "SR75"} and set(out["baseline"]) == {"AO", "SR50", "SR75"}
+  assert os.path.isdir(os.path.join(out["data_root"], "val")) and out["minutes"] > 0
+  assert sorted(f for f in os.listdir(out["results_dir"]) if not f.endswith("_time.txt")) == [
+      "GOT-10k_Val_000001.txt", "GOT-10k_Val_000002.txt"]
+  assert cv2.imread(out["curves"]) is not None
+  from fartrack_jax.tracking import video
+  assert len(video.VideoFrames(out["video"])) == 6
