@@ -24,6 +24,9 @@ DEFAULT_VARIANT = "tiny"
 
 DTYPES = ("float32", "bfloat16")
 
+# Learning-rate schedules: the original's StepLR, or linear warm-up then cosine decay (ours).
+SCHEDULERS = ("step", "cosine")
+
 # The original's `names2datasets` list, minus SAV and VastTrack (no released config uses them), plus our
 # SYNTHETIC: a small generated dataset for the smoke variant and the quick start.
 DATASET_NAMES = ("LASOT", "GOT10K_vottrain", "GOT10K_votval", "GOT10K_train_full", "GOT10K_official_val",
@@ -265,6 +268,9 @@ def base_config(stage: str, variant: str = DEFAULT_VARIANT) -> ml_collections.Co
   # The original builds StepLR(optimizer, LR_DROP_EPOCH) without passing this, so its decay is 0.1
   # whatever the YAML says; for sparse (0.05) the drop never happens anyway.
   t.scheduler.decay_rate = 0.05 if sparse else 0.1
+  # Ours, not in the original: "cosine" = linear warm-up over `warmup_steps`, then cosine decay to 0 at the
+  # last step (short runs such as the quick start learn faster with it); "step" is the original's StepLR.
+  t.scheduler.warmup_steps = 0
   # Not in the original (its batch is per GPU, over 4 GPUs): the batch of one optimizer step over all
   # devices and hosts here. An epoch is data.train.sample_per_epoch // global_batch_size steps.
   t.global_batch_size = 4 * t.batch_size
@@ -485,6 +491,10 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     _fail("train.global_batch_size", global_batch,
           f"exceeds data.train.sample_per_epoch={config.data.train.sample_per_epoch}: an epoch would have no step")
   _int(config, "train.lr_drop_epoch", 1)
+  if _get(config, "train.scheduler.type") not in SCHEDULERS:
+    _fail("train.scheduler.type", config.train.scheduler.type, f"is not one of {SCHEDULERS}")
+  if "warmup_steps" in config.train.scheduler:
+    _int(config, "train.scheduler.warmup_steps", 0)
 
   # Run (absent from configs written before the run section existed: nothing to check then).
   if "run" in config:

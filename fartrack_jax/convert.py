@@ -353,10 +353,12 @@ def convert_checkpoint_to_flax(checkpoint: str, config, output: str, source: str
 
 
 def convert_params_to_torch(params_dir: str, config, output: str) -> int:
-  """Writes an orbax params checkpoint as `{'net': state_dict}` for the original code. Returns the number
-  of keys written."""
+  """Writes params as `{'net': state_dict}` for the original code: `params_dir` is an orbax params
+  checkpoint, a training run's workdir or its `checkpoints` folder (the latest step), as the evaluator and
+  the exporter accept. Returns the number of keys written."""
   from fartrack_jax import checkpoints, model as model_lib, torch_io  # pylint: disable=g-import-not-at-top
-  params, meta = checkpoints.load_params_for(params_dir, config)
+  params, meta = checkpoints.load_any_params(params_dir)
+  checkpoints.check_params_fit(params, config, params_dir, meta)
   sd = flax_to_torch(params, model_lib.ModelSpec.from_config(config))
   torch_io.save_state_dict(output, sd, extra={"fartrack_jax": {"stage": meta.get("stage"),
                                                                "depth": meta.get("depth")}})

@@ -39,7 +39,10 @@ def run(config, workdir: str, checkpoint: str | None = None, seed: int = 0, runs
   os.makedirs(workdir, exist_ok=True)
   spec = model_lib.ModelSpec.from_config(config)
   net = model_lib.build_model(config)
-  params_dir = os.path.join(workdir, "params")
+  # A converted checkpoint gets its own folder, so a later run with another (or no) --checkpoint never
+  # re-uses params made from a different source.
+  params_dir = os.path.join(workdir, "params" if not checkpoint else
+                            "params_" + os.path.basename(checkpoint).split(".")[0])
   print(f"[1/6] model: stage={config.stage} variant={config.variant} depth={spec.depth} "
         f"tokens={spec.num_tokens} devices={jax.devices()}")
   if os.path.isdir(params_dir):
@@ -88,7 +91,7 @@ def run(config, workdir: str, checkpoint: str | None = None, seed: int = 0, runs
         f"runs (batch 1, {jax.devices()[0].platform})")
   fmt = lambda b: "(" + ", ".join(f"{v:.3f}" for v in b) + ")"
   print(f"      decoded box (x0, y0, x1, y1 in search-crop units): {fmt(box)}; the target is at "
-        f"{fmt(true_box)} (untrained weights do not find it)")
+        f"{fmt(true_box)}" + ("" if checkpoint else " (untrained weights do not find it)"))
   result = {"box": box.tolist(), "median_ms": float(np.median(times))}
   if "keep_masks" in out:
     kept = np.asarray(out["keep_masks"])[0].sum(-1).tolist()
@@ -98,13 +101,16 @@ def run(config, workdir: str, checkpoint: str | None = None, seed: int = 0, runs
   else:
     print("[4/6] (keep masks belong to the sparse stage)")
   if config.stage == "fartrack_sparse":
-    result["scores"] = evaluate_on_synthetic(config, params, workdir, seed)
+    note = (f"the weights of {os.path.basename(checkpoint)}" if checkpoint else "untrained weights, so near zero")
+    name = "fartrack_jax" if not checkpoint else "fartrack_jax_" + os.path.basename(params_dir)[len("params_"):]
+    result["scores"] = evaluate_on_synthetic(config, params, workdir, seed, note=note, name=name)
   return result
 
 
 def evaluate_on_synthetic(config, params, workdir: str, seed: int = 0, labels=("[5/6]", "[6/6]"),
-                          note: str = "untrained weights, so near zero") -> dict:
-  """Generates a small synthetic GOT-10k (val) set, tracks it in batches and scores it."""
+                          note: str = "untrained weights, so near zero", name: str = "fartrack_jax") -> dict:
+  """Generates a small synthetic GOT-10k (val) set, tracks it in batches and scores it; the results of
+  tracker `name` go to `<workdir>/results/got10k_val/<name>`."""
   from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
   from data_pipelines.benchmarks import readers  # pylint: disable=g-import-not-at-top
   from fartrack_jax.evaluation import analysis  # pylint: disable=g-import-not-at-top
@@ -113,12 +119,12 @@ def evaluate_on_synthetic(config, params, workdir: str, seed: int = 0, labels=("
   if not os.path.isdir(os.path.join(data_root, "val")):
     synthetic.make_synthetic_dataset("got10k", data_root, num_sequences=4, num_frames=20, seed=seed)
   sequences = readers.load_dataset("got10k_val", data_root)
-  results_dir = os.path.join(workdir, "results", "got10k_val")
+  results_dir = os.path.join(workdir, "results", "got10k_val", name)
   print(f"{labels[0]} tracking {len(sequences)} synthetic GOT-10k val sequences (2 at a time) -> {results_dir}")
   evaluate.evaluate(config, params, sequences, results_dir, batch=2, log=lambda m: print("      " + m))
-  scores = analysis.analyze("got10k_val", data_root, [results_dir], names=["fartrack_jax"],
+  scores = analysis.analyze("got10k_val", data_root, [results_dir], names=[name],
                             json_path=os.path.join(workdir, "scores.json"),
                             plots_dir=os.path.join(workdir, "plots"))
   print(f"{labels[1]} scores (GOT-10k toolkit semantics; {note}):")
   print(analysis.format_table(scores))
-  return scores["fartrack_jax"]
+  return scores[name]

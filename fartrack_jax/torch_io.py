@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from typing import Mapping
 
 import numpy as np
@@ -29,8 +30,12 @@ def load_state_dict(path: str, allow_pickle: bool = False) -> tuple[str, dict[st
   torch = _torch()
   if not os.path.isfile(path):
     raise FileNotFoundError(f"checkpoint not found: {path}")
+  _check_complete(path)
   try:
     obj = torch.load(path, map_location="cpu", weights_only=True)
+  except EOFError:
+    raise ValueError(f"{path} is corrupt or truncated: it ends early ({os.path.getsize(path):,} bytes read)") \
+        from None
   except (pickle.UnpicklingError, RuntimeError) as e:
     if not allow_pickle:
       raise ValueError(f"{path} holds more than tensors and cannot be read with weights_only=True ({e}). "
@@ -50,6 +55,23 @@ def load_state_dict(path: str, allow_pickle: bool = False) -> tuple[str, dict[st
     if torch.is_tensor(v):
       out[k] = v.detach().to(torch.float32).cpu().numpy()
   return kind, out
+
+
+def _check_complete(path: str) -> None:
+  """ValueError for a file that `torch.save` began as a zip archive but that is no readable zip (a cut-off
+  download or copy): unpickling cannot help there, unlike for a file that holds more than tensors."""
+  with open(path, "rb") as f:
+    magic = f.read(4)
+  size = os.path.getsize(path)
+  if not magic:
+    raise ValueError(f"{path} is empty (0 bytes): not a checkpoint")
+  if magic == b"PK\x03\x04":
+    try:
+      with zipfile.ZipFile(path) as archive:
+        archive.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+      raise ValueError(f"{path} is corrupt or truncated: a zip archive of {size:,} bytes that cannot be "
+                       f"read ({e}); download or copy it again") from None
 
 
 def save_state_dict(path: str, state_dict: Mapping[str, np.ndarray], extra: Mapping | None = None) -> None:

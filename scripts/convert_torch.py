@@ -38,7 +38,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _DIRECTION = flags.DEFINE_enum("direction", "to_flax", ["to_flax", "to_torch"],
                                "to_flax: .pth.tar -> orbax params; to_torch: orbax params -> .pth.tar.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "to_flax: the PyTorch checkpoint (.pth.tar) to read.")
-_PARAMS = flags.DEFINE_string("params", None, "to_torch: the orbax params directory to read.")
+_PARAMS = flags.DEFINE_string("params", None, "to_torch: the params to read: an orbax params directory, a "
+                              "training run's workdir or its checkpoints/ folder (the latest step).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write: a new directory (to_flax) or a .pth.tar file "
                               "(to_torch). Must not exist for to_flax.")
 _SOURCE = flags.DEFINE_enum("source", "auto", ["auto", "net", "mae"],

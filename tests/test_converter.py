@@ -205,3 +205,51 @@ def test_cli_converts_and_refuses_with_a_clear_message(tmp_path):
   assert refused.returncode != 0
   assert "missing key backbone.norm.weight" in refused.stderr
   assert not os.path.exists(tmp_path / "out2")  # nothing half-written
+
+
+def test_to_torch_reads_a_training_workdir_or_its_checkpoints_folder(tmp_path):
+  from fartrack_jax import torch_io
+  from fartrack_jax.training import checkpointing, trainer
+  from tests import train_fakes
+  config = load_config("fartrack")
+  config.run.max_steps = 1
+  workdir = str(tmp_path / "run")
+  trainer.train(config, workdir, data_fn=train_fakes.make_data_fn(), async_checkpoints=False)
+  trained, _, _ = checkpointing.load_train_params(workdir)
+  spec = model_lib.ModelSpec.from_config(config)
+  for i, source in enumerate((workdir, os.path.join(workdir, "checkpoints"))):
+    output = str(tmp_path / f"out{i}.pth.tar")
+    assert convert.convert_params_to_torch(source, config, output) > 0
+    _, written = torch_io.load_state_dict(output)
+    expected = convert.flax_to_torch(trained, spec)
+    assert written.keys() == expected.keys()
+    for key, value in expected.items():
+      np.testing.assert_array_equal(written[key], value, err_msg=key)
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  refused = _run_script("--direction=to_torch", "--config=configs/fartrack.py:variant=smoke",
+                        f"--params={empty}", f"--output={tmp_path / 'x.pth.tar'}")
+  assert refused.returncode == 1 and "Traceback" not in refused.stderr
+  assert refused.stderr.strip().startswith("error:") and str(empty) in refused.stderr
+  assert len(refused.stderr.strip().splitlines()) == 1
+  assert not os.path.exists(tmp_path / "x.pth.tar")
+
+
+def test_a_truncated_checkpoint_is_reported_as_corrupt_not_as_needing_pickle(tmp_path):
+  from fartrack_jax import torch_io
+  config = load_config("fartrack_sparse")
+  _, params = init(config)
+  whole = tmp_path / "whole.pth.tar"
+  torch_io.save_state_dict(str(whole), convert.flax_to_torch(params, model_lib.ModelSpec.from_config(config)))
+  data = whole.read_bytes()
+  cut = tmp_path / "cut.pth.tar"
+  cut.write_bytes(data[:len(data) // 2])
+  with pytest.raises(ValueError, match="corrupt or truncated") as caught:
+    torch_io.load_state_dict(str(cut))
+  assert f"{len(data) // 2:,} bytes" in str(caught.value) and "allow_pickle" not in str(caught.value)
+  with pytest.raises(ValueError, match="corrupt or truncated"):
+    torch_io.load_state_dict(str(cut), allow_pickle=True)
+  (tmp_path / "empty.pth.tar").write_bytes(b"")
+  with pytest.raises(ValueError, match="empty"):
+    torch_io.load_state_dict(str(tmp_path / "empty.pth.tar"))
+  assert torch_io.load_state_dict(str(whole))[0] == "net"

@@ -175,3 +175,21 @@ def test_long_sequences_keep_the_template_memory_on_the_host_with_the_same_resul
   assert any("template memory on the host" in m for m in messages)
   for s in sequences:
     assert _read(os.path.join(on_host, f"{s.name}.txt")) == _read(os.path.join(on_device, f"{s.name}.txt"))
+
+
+def test_track_video_script_tracks_a_folder_of_images(smoke, tmp_path):
+  config, params = smoke
+  frames, boxes = synthetic.render_sequence(np.random.default_rng(1), 5, (96, 72))
+  folder = tmp_path / "frames"
+  folder.mkdir()
+  for i, frame in enumerate(frames):
+    cv2.imwrite(str(folder / f"{i:04d}.jpg"), frame)
+  (folder / "notes.txt").write_text("not an image")
+  box = ",".join(str(int(v)) for v in boxes[0])
+  result = _run("track_video.py", "--config=configs/fartrack_sparse.py:variant=smoke",
+                f"--checkpoint={_params_dir(tmp_path, config, params)}", f"--input={folder}",
+                f"--init-box={box}", f"--output-dir={tmp_path / 'out'}")
+  assert result.returncode == 0, result.stderr
+  assert len(_read(str(tmp_path / "out" / "boxes.txt")).splitlines()) == 5
+  drawn = video.VideoFrames(str(tmp_path / "out" / "tracked.mp4"))
+  assert len(drawn) == 5 and drawn[0].shape == (72, 96, 3)

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from fartrack_jax import config_lib
 from fartrack_jax import model as model_lib
 from fartrack_jax.training import optim
 from tests.helpers import load_config
@@ -54,6 +55,24 @@ def test_step_schedule_drops_tenfold_at_the_drop_epoch():
   assert float(schedule(3 * spe - 1)) == pytest.approx(1e-3)
   assert float(schedule(3 * spe)) == pytest.approx(1e-4)
   assert float(schedule(6 * spe)) == pytest.approx(1e-5)
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays_to_zero_at_the_last_step():
+  config = load_config("fartrack", "smoke")
+  config.data.train.sample_per_epoch = 100 * config.train.global_batch_size
+  config.train.epoch = 2
+  config.train.scheduler.type = "cosine"
+  config.train.scheduler.warmup_steps = 20
+  schedule = optim.learning_rate_schedule(config, 1e-3)
+  # 200 steps: 0 -> 1e-3 over steps 0..20, then 1e-3 * (1 + cos(pi * (s - 20) / 180)) / 2.
+  assert float(schedule(0)) == pytest.approx(0.0)
+  assert float(schedule(10)) == pytest.approx(5e-4)
+  assert float(schedule(20)) == pytest.approx(1e-3)
+  assert float(schedule(110)) == pytest.approx(5e-4, rel=1e-4)
+  assert float(schedule(200)) == pytest.approx(0.0, abs=1e-9)
+  config.train.scheduler.type = "linear"
+  with pytest.raises(ValueError, match="train.scheduler.type='linear'"):
+    config_lib.validate_config(config)
 
 
 def test_epoch_shorter_than_a_batch_is_rejected():

@@ -86,18 +86,27 @@ def check_box_in_frame(box, height: int, width: int) -> None:
     raise ValueError(f"initial box {box} (x,y,w,h) is not inside the {width}x{height} first frame")
 
 
+def _bgr(frame) -> np.ndarray:
+  """An image path (read as BGR) or an RGB array -> a BGR array cv2 can draw on."""
+  if isinstance(frame, str):
+    image = cv2.imread(frame)
+    if image is None:
+      raise ValueError(f"cannot read image {frame}")
+    return image
+  return cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+
+
 def draw_video(frames, boxes, output_path: str, fps: float) -> None:
-  """Writes the frames with their boxes drawn as an mp4 (write to a temporary name, then rename)."""
-  first = frames[0]
-  height, width = first.shape[:2]
+  """Writes the frames (RGB arrays, or image paths as `open_frames` gives for a folder) with their boxes
+  drawn as an mp4 (write to a temporary name, then rename)."""
+  height, width = _bgr(frames[0]).shape[:2]
   tmp = output_path + ".tmp.mp4"
   writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
   if not writer.isOpened():
     raise RuntimeError(f"cannot write video {output_path}")
   try:
     for i, box in enumerate(boxes):
-      frame = frames[i]
-      frame = cv2.imread(frame) if isinstance(frame, str) else cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+      frame = _bgr(frames[i])
       x, y, w, h = (int(round(v)) for v in box)
       cv2.rectangle(frame, (x, y), (x + w, y + h), (0, 0, 255), 2)
       cv2.putText(frame, f"{i}", (5, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)

@@ -51,10 +51,17 @@ def total_steps(config) -> int:
 
 
 def learning_rate_schedule(config, base_lr: float) -> optax.Schedule:
-  """`StepLR` in steps: `base_lr * 0.1 ** floor(step / (train.lr_drop_epoch * steps_per_epoch))`."""
-  if config.train.scheduler.type != "step":
-    raise ValueError(f"train.scheduler.type={config.train.scheduler.type!r} is not supported (only 'step', "
-                     "the one every FARTrack config uses)")
+  """`train.scheduler.type`: "step" is `StepLR` in steps, `base_lr * 0.1 ** floor(step / (train.lr_drop_epoch
+  * steps_per_epoch))`; "cosine" (not in the original) rises linearly from 0 over
+  `train.scheduler.warmup_steps`, then decays to 0 along a cosine at the last step of `train.epoch` epochs."""
+  kind = config.train.scheduler.type
+  if kind == "cosine":
+    total = total_steps(config)
+    warmup = min(int(config.train.scheduler.get("warmup_steps", 0)), total - 1)
+    return optax.warmup_cosine_decay_schedule(0.0, base_lr, warmup_steps=warmup, decay_steps=total)
+  if kind != "step":
+    raise ValueError(f"train.scheduler.type={kind!r} is not supported (one of 'step', the original's, "
+                     "and 'cosine')")
   return optax.exponential_decay(base_lr, transition_steps=int(config.train.lr_drop_epoch) *
                                  steps_per_epoch(config), decay_rate=STEP_LR_GAMMA, staircase=True)
 
