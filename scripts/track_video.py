@@ -61,24 +61,8 @@ def track_onnx():
   annotation_files.write_text_atomic(os.path.join(_OUTPUT_DIR.value, "boxes.txt"),
                                      "".join(",".join(f"{v:.2f}" for v in b) + "\n" for b in boxes))
   fps = frames.fps() if isinstance(frames, video.VideoFrames) else 30.0
-  if not isinstance(frames, video.VideoFrames):
-    paths = frames
-    frames = _ReadOnDemand(lambda i: runtime.read_rgb(paths[i]), len(paths))
   video.draw_video(frames, boxes, os.path.join(_OUTPUT_DIR.value, "tracked.mp4"), fps)
   print(f"{len(boxes)} boxes ({len(boxes) / max(sum(times), 1e-9):.1f} frames/s) -> {_OUTPUT_DIR.value}")
-
-
-class _ReadOnDemand:
-  """Frames of an image folder as RGB arrays, read when drawn (never all in memory)."""
-
-  def __init__(self, read, length):
-    self._read, self._len = read, length
-
-  def __len__(self):
-    return self._len
-
-  def __getitem__(self, index):
-    return self._read(index)
 
 
 def main(argv):
