@@ -53,20 +53,51 @@ def _environment_wants_distributed() -> bool:
   return "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
 
 
-def initialize_from_flags() -> bool:
+def initialize_from_flags(roll_call_dir=None) -> bool:
   """`initialize` with the values of the flags `define_flags` registered."""
   f = flags.FLAGS
   return initialize(f.distributed, f.coordinator_address, f.num_processes, f.process_id,
-                    init_timeout_s=f.init_timeout_s, heartbeat_timeout_s=f.heartbeat_timeout_s)
+                    init_timeout_s=f.init_timeout_s, heartbeat_timeout_s=f.heartbeat_timeout_s,
+                    roll_call_dir=roll_call_dir)
+
+
+def _answer_roll_call(roll_call_dir, process_id: int) -> None:
+  """Leaves `<roll_call_dir>/.roll_call/process_<id>` holding the time it joined: the one trace a process
+  leaves before the job forms, so that the others can name who never came. Best effort (the directory
+  is checked for writing later, with its own error)."""
+  import time  # pylint: disable=g-import-not-at-top
+  from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
+  try:
+    storage.write_text_atomic(storage.as_path(roll_call_dir) / ".roll_call" / f"process_{process_id}",
+                              f"{time.time():.3f}\n")
+  except Exception:  # pylint: disable=broad-except
+    pass
+
+
+def _absent(roll_call_dir, num_processes: int, since: float) -> list[int] | None:
+  """The processes without a roll-call entry written since `since` (this launch); None if unreadable."""
+  from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
+  folder = storage.as_path(roll_call_dir) / ".roll_call"
+  absent = []
+  try:
+    for i in range(num_processes):
+      entry = folder / f"process_{i}"
+      if not entry.exists() or float(entry.read_text().strip() or 0) < since:
+        absent.append(i)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return absent
 
 
 def initialize(mode: str = "auto", coordinator_address: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, *, init_timeout_s: int = 300,
-               heartbeat_timeout_s: int = 100) -> bool:
+               heartbeat_timeout_s: int = 100, roll_call_dir=None) -> bool:
   """Joins the job (see the module docstring); returns whether `jax.distributed` was initialised.
 
   Must run before the first use of a device. Raises `DistributedError` (one line) when the flags are
-  incomplete or contradictory, or the job does not form within `init_timeout_s`.
+  incomplete or contradictory, or the job does not form within `init_timeout_s`. With the explicit flags
+  and a `roll_call_dir` every process can see (the shared workdir or results dir), the error names the
+  processes that never joined.
   """
   explicit = {"--coordinator_address": coordinator_address, "--num_processes": num_processes,
               "--process_id": process_id}
@@ -99,13 +130,28 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None, num_p
     expected = (f"start all {num_processes} processes with --coordinator_address={coordinator_address} "
                 f"--num_processes={num_processes} and --process_id 0..{num_processes - 1}" if given else
                 "check that every host runs the same command")
+    absent = _absent(roll_call_dir, num_processes, started) if given and roll_call_dir else None
+    if absent:
+      names = ", ".join(str(i) for i in absent)
+      missing = (f"process{'es' if len(absent) > 1 else ''} {names} never joined (no roll call in "
+                 f"{roll_call_dir}/.roll_call since this launch began)")
+    else:
+      missing = (f"this process is ready, at least one other"
+                 f"{' (or the coordinator, process 0)' if process_id else ''} never joined")
     sys.stderr.write(f"error: {who}: the job did not form{place} within --init_timeout_s={init_timeout_s} s: "
-                     f"this process is ready, at least one other{' (or the coordinator, process 0)' if process_id else ''}"
-                     f" never joined; {expected}\n")
+                     f"{missing}; {expected}\n")
     sys.stderr.flush()
     os._exit(1)  # pylint: disable=protected-access
 
   import threading  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  # A peer of this launch wrote its entry at most `init_timeout_s` before this process started (it waits
+  # that long), plus some slack for the hosts' clocks; older entries are an earlier launch's.
+  started = time.time() - init_timeout_s - 5
+  if given and roll_call_dir:
+    # In the background: on a bucket that does not exist the storage client retries for minutes, and that
+    # error belongs to the workdir check after the job forms.
+    threading.Thread(target=_answer_roll_call, args=(roll_call_dir, process_id), daemon=True).start()
   watchdog = threading.Timer(init_timeout_s, never_formed)
   watchdog.daemon = True
   watchdog.start()

@@ -53,7 +53,7 @@ def main(argv):
     if not value:
       raise SystemExit(f"{name} is required (see --help)")
   try:
-    distributed.initialize_from_flags()
+    distributed.initialize_from_flags(roll_call_dir=_RESULTS_DIR.value)
   except distributed.DistributedError as e:
     raise SystemExit(f"error: {e}") from None
   import jax  # pylint: disable=g-import-not-at-top

@@ -72,7 +72,7 @@ def main(argv):
   from fartrack_jax import config_lib  # pylint: disable=g-import-not-at-top
   from fartrack_jax.training import trainer  # pylint: disable=g-import-not-at-top
   try:
-    distributed.initialize_from_flags()
+    distributed.initialize_from_flags(roll_call_dir=_WORKDIR.value)
   except distributed.DistributedError as e:
     raise SystemExit(f"error: {e}") from None
   config = _CONFIG.value
