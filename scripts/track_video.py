@@ -36,6 +36,18 @@ _THREADS = flags.DEFINE_integer("threads", None, "With --onnx: onnxruntime's int
                                 "all cores).")
 
 
+def _write_outputs(frames, boxes, times) -> None:
+  """boxes.txt and tracked.mp4 (the frames with their boxes) into --output-dir."""
+  from data_pipelines.benchmarks import annotation_files  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.tracking import video  # pylint: disable=g-import-not-at-top
+  os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
+  annotation_files.write_text_atomic(os.path.join(_OUTPUT_DIR.value, "boxes.txt"),
+                                     "".join(",".join(f"{v:.2f}" for v in b) + "\n" for b in boxes))
+  fps = frames.fps() if isinstance(frames, video.VideoFrames) else 30.0
+  video.draw_video(frames, boxes, os.path.join(_OUTPUT_DIR.value, "tracked.mp4"), fps)
+  print(f"{len(boxes)} boxes ({len(boxes) / max(sum(times), 1e-9):.1f} frames/s) -> {_OUTPUT_DIR.value}")
+
+
 def track_onnx():
   """The --onnx path: `fartrack_jax.deploy.runtime`, which imports no JAX."""
   for name, value in (("--input", _INPUT.value), ("--init-box", _INIT_BOX.value),
@@ -56,13 +68,7 @@ def track_onnx():
     boxes, times = runtime.track_frames(runtime.RuntimeTracker(network), frames, box)
   except (metadata.DeployError, ValueError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None
-  os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-  from data_pipelines.benchmarks import annotation_files  # pylint: disable=g-import-not-at-top
-  annotation_files.write_text_atomic(os.path.join(_OUTPUT_DIR.value, "boxes.txt"),
-                                     "".join(",".join(f"{v:.2f}" for v in b) + "\n" for b in boxes))
-  fps = frames.fps() if isinstance(frames, video.VideoFrames) else 30.0
-  video.draw_video(frames, boxes, os.path.join(_OUTPUT_DIR.value, "tracked.mp4"), fps)
-  print(f"{len(boxes)} boxes ({len(boxes) / max(sum(times), 1e-9):.1f} frames/s) -> {_OUTPUT_DIR.value}")
+  _write_outputs(frames, boxes, times)
 
 
 def main(argv):
@@ -90,13 +96,7 @@ def main(argv):
   tracker = trk.BatchTracker(config, params, batch=1, capacity=evaluate.capacity_for([len(frames)]))
   print(f"tracking {len(frames)} frames of {_INPUT.value}", flush=True)
   boxes, times = trk.track_sequences(tracker, [("video", frames, box)])["video"]
-  os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-  from data_pipelines.benchmarks import annotation_files  # pylint: disable=g-import-not-at-top
-  annotation_files.write_text_atomic(os.path.join(_OUTPUT_DIR.value, "boxes.txt"),
-                                     "".join(",".join(f"{v:.2f}" for v in b) + "\n" for b in boxes))
-  fps = frames.fps() if isinstance(frames, video.VideoFrames) else 30.0
-  video.draw_video(frames, boxes, os.path.join(_OUTPUT_DIR.value, "tracked.mp4"), fps)
-  print(f"{len(boxes)} boxes ({len(boxes) / max(sum(times), 1e-9):.1f} frames/s) -> {_OUTPUT_DIR.value}")
+  _write_outputs(frames, boxes, times)
 
 
 if __name__ == "__main__":

@@ -313,6 +313,17 @@ def read_rgb(path: str) -> np.ndarray:
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def _deliver(slot, results: dict, on_done, progress) -> None:
+  """A finished sequence's boxes and times to `on_done` (or into `results`), then `progress`."""
+  boxes, times = np.asarray(slot.boxes, np.float64), np.asarray(slot.times, np.float64)
+  if on_done is None:
+    results[slot.key] = (boxes, times)
+  else:
+    on_done(slot.key, boxes, times)
+  if progress is not None:
+    progress(slot.key, len(slot.boxes))
+
+
 def track_sequences(tracker: BatchTracker, sequences, on_done=None, read_image=read_rgb, progress=None,
                     threads: int | None = None, prefetch: int = 2, step_log=None):
   """Tracks `sequences` (iterable of `(key, frames, init_box)`; frames: paths or arrays) `tracker.batch`
@@ -359,14 +370,7 @@ def track_sequences(tracker: BatchTracker, sequences, on_done=None, read_image=r
 
   def hand_out():
     while finished:
-      slot = finished.pop(0)
-      boxes, times = np.asarray(slot.boxes, np.float64), np.asarray(slot.times, np.float64)
-      if on_done is None:
-        results[slot.key] = (boxes, times)
-      else:
-        on_done(slot.key, boxes, times)
-      if progress is not None:
-        progress(slot.key, len(slot.boxes))
+      _deliver(finished.pop(0), results, on_done, progress)
 
   try:
     top_up()
@@ -512,21 +516,12 @@ def track_sequences_serial(tracker: BatchTracker, sequences, on_done=None, read_
         slot.boxes.append(list(slot.box))
         slot.times.append(time.perf_counter() - start)
         if len(frames) == 1:
-          finish(slot)
+          _deliver(slot, results, on_done, progress)
           continue
         slots[i] = slot
         starts[i] = z0
     if starts:
       tracker.start(starts)
-
-  def finish(slot):
-    boxes, times = np.asarray(slot.boxes, np.float64), np.asarray(slot.times, np.float64)
-    if on_done is None:
-      results[slot.key] = (boxes, times)
-    else:
-      on_done(slot.key, boxes, times)
-    if progress is not None:
-      progress(slot.key, len(slot.boxes))
 
   refill()
   tz, tx = tc.template_size, tc.search_size
@@ -561,7 +556,7 @@ def track_sequences_serial(tracker: BatchTracker, sequences, on_done=None, read_
       slot.times.append(elapsed / len(active))
       slot.index += 1
       if slot.index == len(slot.frames):
-        finish(slot)
+        _deliver(slot, results, on_done, progress)
         slots[i] = None
       else:
         slot.pending_template, _ = crop_lib.sample_target(image, slot.box, tc.template_factor, tz)
