@@ -331,13 +331,17 @@ class PackedFrame:
   def name(self) -> str:
     return f"{self.label} frame {self.frame} ({self.source.path} record {self.record})"
 
-  def read_bytes(self) -> bytes:
+  def checked_record(self) -> dict:
+    """This frame's record, refused when it is another frame's (records out of the table's order)."""
     record = self.source.record(self.record)
     if (int(record["sequence"]), int(record["frame"])) != (self.sequence, self.frame):
       raise DatasetError(f"{self.source.path}: record {self.record} holds sequence {int(record['sequence'])} "
                          f"frame {int(record['frame'])}, {SEQUENCES_FILE} says sequence {self.sequence} frame "
                          f"{self.frame}: the records are not in the table's order")
-    return record["image"]
+    return record
+
+  def read_bytes(self) -> bytes:
+    return self.checked_record()["image"]
 
 
 def _load_table(path: epath.Path, table_format: int = TABLE_FORMAT) -> dict[str, np.ndarray]:

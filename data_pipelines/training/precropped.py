@@ -291,11 +291,7 @@ class PrecroppedFrameRef(packed.PackedFrame):
   it); BadSample("unreadable_image") for a frame that could not be read when packing."""
 
   def read_frame(self) -> PrecroppedFrame:
-    record = self.source.record(self.record)
-    if (int(record["sequence"]), int(record["frame"])) != (self.sequence, self.frame):
-      raise DatasetError(f"{self.source.path}: record {self.record} holds sequence {int(record['sequence'])} "
-                         f"frame {int(record['frame'])}, {packed.SEQUENCES_FILE} says sequence {self.sequence} "
-                         f"frame {self.frame}: the records are not in the table's order")
+    record = self.checked_record()
     height, width = (int(v) for v in record["image_size"])
     if height == 0 or width == 0:
       raise pipeline.BadSample("unreadable_image", self.name)
