@@ -328,10 +328,15 @@ def exit_after_peer_failure(error: BaseException, last_checkpoint: str = "") -> 
 
 _ALIVE = "fartrack/alive/"
 _FINISHED = "fartrack/finished/"
+# Set when this process ends normally (`mark_finished`, or at exit): from then on the coordination service
+# going away is the job's own shutdown, not a lost peer.
+_ENDING = __import__("threading").Event()
 
 
 def mark_finished() -> None:
-  """Tells the other processes' watchers that this one ends normally (its silence is not a failure)."""
+  """Tells the other processes' watchers that this one ends normally (its silence is not a failure), and stops
+  this process's own watcher: `jax.distributed.shutdown` (at exit) closes the client it polls."""
+  _ENDING.set()
   from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
   client = jax_distributed.global_state.client
   if client is not None:
@@ -365,11 +370,15 @@ def watch_peers(timeout_s: float, on_lost, interval_s: float = 1.0) -> None:
     seen = {i: (None, start) for i in range(count) if i != me}
     while True:
       beat += 1
+      if _ENDING.is_set():
+        return
       try:
         client.key_value_set(f"{_ALIVE}{me}", str(beat), allow_overwrite=True)
         alive = dict(client.key_value_dir_get(_ALIVE))
         finished = {k.rsplit("/", 1)[-1] for k, _ in client.key_value_dir_get(_FINISHED)}
       except Exception as e:  # pylint: disable=broad-except
+        if _ENDING.is_set() or jax_distributed.global_state.client is not client:
+          return  # this process is shutting down: the client was closed under the call
         on_lost(f"the coordinator (process 0) stopped answering: {' '.join(str(e).split())[:200]}")
         return
       now = time.monotonic()
@@ -387,4 +396,7 @@ def watch_peers(timeout_s: float, on_lost, interval_s: float = 1.0) -> None:
           return
       time.sleep(interval_s)
 
+  import atexit  # pylint: disable=g-import-not-at-top
+  # Runs before `jax.distributed.shutdown` (registered earlier, and atexit runs last-in first-out).
+  atexit.register(_ENDING.set)
   threading.Thread(target=loop, name="peer-watch", daemon=True).start()

@@ -252,3 +252,33 @@ def test_stage3_two_processes_equal_one(tmp_path, data_root):
   got, _, _ = checkpointing.load_train_state(shared, 2)
   want, _, _ = checkpointing.load_train_state(reference, 2)
   assert_states_close(got, want, "stage 3, 2x4 vs 1x8, step 2")
+
+
+_ENDS_AND_LINGERS = """
+import sys, time
+from fartrack_jax import distributed
+address, count, index = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+distributed.initialize("auto", address, count, index, init_timeout_s=120, heartbeat_timeout_s=10)
+distributed.mark_finished()
+import jax
+jax.distributed.shutdown()
+time.sleep(3)  # the watcher polls every second: it must notice the shutdown is this process's own
+print("ended quietly", flush=True)
+"""
+
+
+def test_the_jobs_own_shutdown_is_not_a_lost_peer(tmp_path):
+  """After a normal end (mark_finished, then `jax.distributed.shutdown` as JAX does at exit) the peer watcher
+  must stop instead of reporting "the coordinator stopped answering" and exiting 1: a finished evaluation
+  once failed that way when the shutdown closed the client under the watcher's poll."""
+  script = tmp_path / "ends.py"
+  script.write_text(_ENDS_AND_LINGERS)
+  port = distributed.free_port()
+  env = env_with_devices(1)
+  env["PYTHONPATH"] = ROOT
+  procs = [subprocess.Popen([sys.executable, str(script), f"localhost:{port}", "2", str(i)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=TIMEOUT_S) for p in procs]
+  for p, (stdout, stderr) in zip(procs, outs):
+    assert p.returncode == 0 and "ended quietly" in stdout, stderr[-3000:]
+    assert "error:" not in stderr, stderr[-3000:]
