@@ -46,7 +46,7 @@ QUICKSTART_WARMUP_FRACTION = 0.05
 TRAIN_VIDEOS, TRAIN_FRAMES = 64, 60
 # The tracking benchmark: `data_pipelines.synthetic`'s GOT-10k val split, rendered from seed + this offset.
 VAL_VIDEOS, VAL_FRAMES, VAL_SEED_OFFSET = 8, 40, 1000
-STAGE1_STEPS, DISTILL_STEPS, SPARSE_STEPS = 10000, 100, 100
+STAGE1_STEPS, DISTILL_STEPS, SPARSE_STEPS = 16000, 100, 100
 
 
 def stage_config(stage: str, workdir: str, data_root: str, steps: int, pretrained: str = ""):
@@ -74,10 +74,38 @@ def stage_config(stage: str, workdir: str, data_root: str, steps: int, pretraine
   config.run.checkpoint_every_steps = max(1, steps // 2)
   config.run.val_every_steps = max(1, steps // 10)
   config.run.val_batches = 4
+  config.run.read_threads = 1  # the frames are 160x120: reading is Python work, threads only contend
   if pretrained:
     config.model.pretrain_pth = pretrained
     config.model.allow_random_init = False
   return config_lib.validate_config(config)
+
+
+def _say(message: str) -> None:
+  print(message, flush=True)  # progress must show when stdout is a file or a pipe too
+
+
+def progress_printer(stage: str, log=_say):
+  """`trainer.train`'s `on_log` for the recipe: a line after each validation (a tenth of the stage) with the
+  step, the last train and val loss and IoU, the speed and the time left."""
+  last = {}
+  started = [None]
+
+  def on_log(step: int, total: int, scalars: dict) -> None:
+    now = time.monotonic()
+    if started[0] is None:
+      started[0] = (now, step)
+    last.update(scalars)
+    if not any(k.startswith("val/") for k in scalars):
+      return
+    t0, step0 = started[0]
+    rate = (step - step0) / (now - t0) if step > step0 and now > t0 else 0.0
+    eta = f", {(total - step) / rate / 60:.1f} min left" if rate and step < total else ""
+    log(f"      {stage}: step {step}/{total}: train loss {last.get('train/loss', float('nan')):.3f} "
+        f"IoU {last.get('train/iou', float('nan')):.3f}, val loss {last['val/loss']:.3f} "
+        f"IoU {last['val/iou']:.3f} ({rate:.0f} steps/s{eta})")
+
+  return on_log
 
 
 def first_box_results(sequences, results_dir: str) -> str:
@@ -108,7 +136,7 @@ def make_datasets(workdir: str, seed: int = 0) -> tuple[str, str]:
   return data_root, val_root
 
 
-def track_and_score(config, params, val_root: str, results_root: str, log=print):
+def track_and_score(config, params, val_root: str, results_root: str, log=_say):
   """Tracks the GOT-10k val split under `val_root` with `params` (results in `<results_root>/fartrack_jax`),
   writes the first-box baseline beside it (`first_box`) and scores both (also `<results_root>/scores.json`).
   Returns `({"fartrack_jax": {"AO", "SR50", "SR75"}, "first_box": {...}}, sequences, results_dir)`."""
@@ -125,7 +153,7 @@ def track_and_score(config, params, val_root: str, results_root: str, log=print)
 
 
 def run_recipe(workdir: str, stage1_steps: int = STAGE1_STEPS, distill_steps: int = DISTILL_STEPS,
-               sparse_steps: int = SPARSE_STEPS, seed: int = 0, log=print) -> dict:
+               sparse_steps: int = SPARSE_STEPS, seed: int = 0, log=_say) -> dict:
   """Runs the six steps above in `workdir`; returns the scores of the trained tracker and of the first-box
   baseline, where the data and results are, each stage's last validation metrics and the minutes taken.
   Also writes `learning_curves.png` and `tracked.mp4` (one val sequence with the trained tracker's boxes)."""
@@ -142,7 +170,8 @@ def run_recipe(workdir: str, stage1_steps: int = STAGE1_STEPS, distill_steps: in
 
   out = {}
   stage1_dir = os.path.join(workdir, "stage1")
-  result = trainer.train(stage_config("fartrack", workdir, data_root, stage1_steps), stage1_dir)
+  result = trainer.train(stage_config("fartrack", workdir, data_root, stage1_steps), stage1_dir,
+                         on_log=progress_printer("stage 1", log))
   out["stage1"] = result.val_metrics
   log(f"[recipe 2/6] stage 1 (frame-level): {result.step} steps, val loss {result.val_metrics['loss']:.3f}, "
       f"val IoU {result.val_metrics['iou']:.3f}; TensorBoard: tensorboard --logdir {stage1_dir} "
@@ -150,7 +179,7 @@ def run_recipe(workdir: str, stage1_steps: int = STAGE1_STEPS, distill_steps: in
 
   distill_dir = os.path.join(workdir, "stage2_distill")
   distill_config = stage_config("fartrack_distill", workdir, data_root, distill_steps, stage1_dir)
-  result = trainer.train(distill_config, distill_dir)
+  result = trainer.train(distill_config, distill_dir, on_log=progress_printer("stage 2", log))
   out["distill"] = result.val_metrics
   log(f"[recipe 3/6] stage 2 (self-distillation from stage 1): {result.step} steps, val loss "
       f"{result.val_metrics['loss']:.3f}, val IoU {result.val_metrics['iou']:.3f}, inter-layer KL "
@@ -163,7 +192,7 @@ def run_recipe(workdir: str, stage1_steps: int = STAGE1_STEPS, distill_steps: in
 
   sparse_dir = os.path.join(workdir, "stage3_sparse")
   sparse_config = stage_config("fartrack_sparse", workdir, data_root, sparse_steps, distill_dir)
-  result = trainer.train(sparse_config, sparse_dir)
+  result = trainer.train(sparse_config, sparse_dir, on_log=progress_printer("stage 3", log))
   out["sparse"] = result.val_metrics
   log(f"[recipe 5/6] stage 3 (sparse clips of {sparse_config.data.search.number} frames): {result.step} steps, "
       f"val loss {result.val_metrics['loss']:.3f}, val IoU {result.val_metrics['iou']:.3f} "

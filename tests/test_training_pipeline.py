@@ -67,6 +67,23 @@ def test_worker_count_does_not_change_the_data(tmp_path, monkeypatch):
   _equal(_take(resumed, 2), expected)
 
 
+def test_read_threads_is_what_grain_reads_with_and_does_not_change_the_data(tmp_path, monkeypatch):
+  """`run.read_threads` (the quick start sets 1) reaches grain's ReadOptions; 0 keeps the default."""
+  examples = _examples(tmp_path)
+  default = _take(iter(pipeline.frame_dataset(examples, 2)), 3)
+  asked = []
+  read_options = pipeline.grain.ReadOptions
+
+  def recording(**kwargs):
+    asked.append(kwargs["num_threads"])
+    return read_options(**kwargs)
+
+  monkeypatch.setattr(pipeline.grain, "ReadOptions", recording)
+  _equal(_take(iter(pipeline.frame_dataset(examples, 2, read_threads=1)), 3), default)
+  pipeline.frame_dataset(examples, 2)
+  assert asked == [1, pipeline.FRAME_READ_THREADS]
+
+
 def test_corrupt_images_are_redrawn_and_counted(tmp_path):
   corrupt = {(s, f) for s in range(3) for f in range(0, 24, 2)}  # half of every sequence unreadable
   examples = _examples(tmp_path, corrupt=corrupt)

@@ -286,10 +286,13 @@ class ClipExamples:
 
 
 def clip_dataset(examples: ClipExamples, batch_size: int, shard_index: int = 0, shard_count: int = 1,
-                 num_workers: int = 0, num_examples: int | None = None) -> grain.IterDataset:
+                 num_workers: int = 0, num_examples: int | None = None,
+                 read_threads: int = 0) -> grain.IterDataset:
   """Batches of clips for this host, as `pipeline.frame_dataset` does for frame examples: `[batch_size,
   ...]` numpy arrays, indices `shard_index::shard_count`, the same batches for any worker count, resumable
-  from the iterator state. At most CLIP_READ_AHEAD batches are read ahead per process."""
-  read_options = grain.ReadOptions(num_threads=CLIP_READ_THREADS, prefetch_buffer_size=CLIP_READ_AHEAD)
+  from the iterator state. At most CLIP_READ_AHEAD batches are read ahead per process, by `read_threads`
+  threads (0: CLIP_READ_THREADS)."""
+  read_options = grain.ReadOptions(num_threads=read_threads or CLIP_READ_THREADS,
+                                   prefetch_buffer_size=CLIP_READ_AHEAD)
   return pipeline.example_dataset(examples, batch_size, shard_index, shard_count, num_workers, num_examples,
                                   read_options=read_options)

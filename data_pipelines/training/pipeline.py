@@ -147,9 +147,12 @@ def example_dataset(examples: Callable[[int], dict], batch_size: int, shard_inde
 
 
 def frame_dataset(examples: FrameExamples, batch_size: int, shard_index: int = 0, shard_count: int = 1,
-                  num_workers: int = 0, num_examples: int | None = None) -> grain.IterDataset:
-  """Batches of frame examples for this host (see `example_dataset`). Read-ahead is bounded to a few
-  batches: grain's default (500 elements) would hold hundreds of Tiny-sized batches per process."""
-  read_options = grain.ReadOptions(num_threads=FRAME_READ_THREADS, prefetch_buffer_size=FRAME_READ_AHEAD)
+                  num_workers: int = 0, num_examples: int | None = None,
+                  read_threads: int = 0) -> grain.IterDataset:
+  """Batches of frame examples for this host (see `example_dataset`), read by `read_threads` threads per
+  process (0: FRAME_READ_THREADS). Read-ahead is bounded to a few batches: grain's default (500 elements)
+  would hold hundreds of Tiny-sized batches per process."""
+  read_options = grain.ReadOptions(num_threads=read_threads or FRAME_READ_THREADS,
+                                   prefetch_buffer_size=FRAME_READ_AHEAD)
   return example_dataset(examples, batch_size, shard_index, shard_count, num_workers, num_examples,
                          read_options=read_options)
