@@ -18,6 +18,7 @@ process).
 from __future__ import annotations
 
 import os
+import threading
 
 from absl import flags
 
@@ -143,7 +144,6 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None, num_p
     sys.stderr.flush()
     os._exit(1)  # pylint: disable=protected-access
 
-  import threading  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   # A peer of this launch wrote its entry at most `init_timeout_s` before this process started (it waits
   # that long), plus some slack for the hosts' clocks; older entries are an earlier launch's.
@@ -241,7 +241,6 @@ def run_local_job(processes: int, devices_per_process: int, command: list[str], 
   import signal  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  import threading  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   out = out or sys.stdout
   port = port or free_port()
@@ -330,7 +329,7 @@ _ALIVE = "fartrack/alive/"
 _FINISHED = "fartrack/finished/"
 # Set when this process ends normally (`mark_finished`, or at exit): from then on the coordination service
 # going away is the job's own shutdown, not a lost peer.
-_ENDING = __import__("threading").Event()
+_ENDING = threading.Event()
 
 
 def mark_finished() -> None:
@@ -355,7 +354,6 @@ def watch_peers(timeout_s: float, on_lost, interval_s: float = 1.0) -> None:
   Why not rely on JAX alone: a collective with a dead peer may block instead of failing, and the
   coordination service then aborts the process from C++ after its heartbeat timeout with a page of
   stack traces; this watcher fires first (use half that timeout) and says which process went silent."""
-  import threading  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top

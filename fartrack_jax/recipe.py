@@ -89,16 +89,17 @@ def progress_printer(stage: str, log=_say):
   """`trainer.train`'s `on_log` for the recipe: a line after each validation (a tenth of the stage) with the
   step, the last train and val loss and IoU, the speed and the time left."""
   last = {}
-  started = [None]
+  started = None  # (time, step) of the first call: the rate leaves out compilation and any resumed steps
 
   def on_log(step: int, total: int, scalars: dict) -> None:
+    nonlocal started
     now = time.monotonic()
-    if started[0] is None:
-      started[0] = (now, step)
+    if started is None:
+      started = (now, step)
     last.update(scalars)
     if not any(k.startswith("val/") for k in scalars):
       return
-    t0, step0 = started[0]
+    t0, step0 = started
     rate = (step - step0) / (now - t0) if step > step0 and now > t0 else 0.0
     eta = f", {(total - step) / rate / 60:.1f} min left" if rate and step < total else ""
     log(f"      {stage}: step {step}/{total}: train loss {last.get('train/loss', float('nan')):.3f} "

@@ -109,20 +109,11 @@ def test_quickstart_json_and_the_checkpoint_message(tmp_path):
 # search crops twice the target's size instead of four times (`FAST_SEARCH`: the target fills a quarter of the
 # crop instead of a sixteenth, which the model localises after a few thousand steps instead of ten
 # thousand). Measured on held-out videos: AO 48.9 against the first box's 9.6 after 6,000 steps (57.1 after
-# 7,000); with the quick start's four-times crops a 7,000-step run reached 19.5. "Clearly better": this many AO points more.
+# 7,000); with the quick start's four-times crops a 7,000-step run reached 19.5. "Clearly better": this many
+# AO points more.
 LEARNING_TEST_MARGIN = 20.0
 FAST_STEPS, FAST_POOL = 6000, 512
 FAST_SEARCH = {"data.search.factor": 2.0, "data.search.center_jitter": 2.0, "test.search_factor": 2.0}
-
-
-def _set(config, overrides):
-  for path, value in overrides.items():
-    *parents, last = path.split(".")
-    node = config
-    for name in parents:
-      node = node[name]
-    node[last] = value
-  return config
 
 
 def _replayed_pool(batches: int):
@@ -131,7 +122,8 @@ def _replayed_pool(batches: int):
   import grain  # pylint: disable=g-import-not-at-top
 
   def data_fn(config, workdir, split, per_process_batch, seed, num_examples=None):
-    data = trainer._default_data(config, workdir, split, per_process_batch, seed, num_examples)  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    data = trainer._default_data(config, workdir, split, per_process_batch, seed, num_examples)
     if split != "train":
       return data
     it = iter(data)
@@ -145,8 +137,8 @@ def _replayed_pool(batches: int):
 def _track_stage1(workdir, train_root, val_root, stage1_dir, overrides):
   """Scores of the stage-1 model tracking the held-out videos with the sparse tracker, as the recipe's final
   model is (the stage-1 params converted), and of the first-box baseline."""
-  tracker_config = _set(recipe.stage_config("fartrack_sparse", workdir, train_root, 1),
-                        {k: v for k, v in overrides.items() if k.startswith("test.")})
+  tracker_config = recipe.stage_config("fartrack_sparse", workdir, train_root, 1)
+  tracker_config.update_from_flattened_dict({k: v for k, v in overrides.items() if k.startswith("test.")})
   _, fresh = init(tracker_config)
   params, _ = checkpoints.load_pretrained(stage1_dir, tracker_config, fresh)
   scores, _, _ = recipe.track_and_score(tracker_config, params, val_root, os.path.join(workdir, "results"),
@@ -158,7 +150,8 @@ def _track_stage1(workdir, train_root, val_root, stage1_dir, overrides):
 def test_a_short_stage1_run_tracks_held_out_videos_better_than_the_first_box(tmp_path):
   workdir = str(tmp_path)
   train_root, val_root = recipe.make_datasets(workdir, seed=0)
-  config = _set(recipe.stage_config("fartrack", workdir, train_root, FAST_STEPS), FAST_SEARCH)
+  config = recipe.stage_config("fartrack", workdir, train_root, FAST_STEPS)
+  config.update_from_flattened_dict(FAST_SEARCH)
   config.run.checkpoint_every_steps = FAST_STEPS
   stage1_dir = os.path.join(workdir, "stage1")
   trainer.train(config, stage1_dir, data_fn=_replayed_pool(FAST_POOL))

@@ -247,9 +247,10 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
         window, window_start, window_samples = {}, time.monotonic(), 0
       if step % config.run.val_every_steps == 0 or step == total:
         val_metrics = _validate(val_data, int(config.run.val_batches), eval_step, state, data_sharding)
-        writer.write_scalars(step, {f"val/{k}": v for k, v in val_metrics.items()})
+        val_scalars = {f"val/{k}": v for k, v in val_metrics.items()}
+        writer.write_scalars(step, val_scalars)
         if on_log is not None:
-          on_log(step, total, {f"val/{k}": v for k, v in val_metrics.items()})
+          on_log(step, total, val_scalars)
       if step % config.run.checkpoint_every_steps == 0 or step == total:
         ckpts.save(step, state, train_iter, dict(meta, step=step), force=step == total)
   finally:
