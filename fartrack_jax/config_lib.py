@@ -1,10 +1,9 @@
-"""Hyper-parameters of the three FARTrack training stages, and their validation.
+"""Parsing and validation of the FARTrack configs; the values live in `configs/` (`configs/<stage>.py`,
+shared ones in `configs/common.py`).
 
-`base_config(stage, variant)` holds every hyper-parameter of the original's resolved config for a stage (its
-`lib/config/<stage>/config.py` defaults merged with `experiments/<stage>/*_224_full.yaml`), in snake_case,
-plus the values the original hard-codes in its actors and trainers. `configs/<stage>.py` wrap it with
-big_vision's `get_config(arg)`; `validate_config` is called at load time and again by the entry points after
-command-line overrides, so a bad value fails with the dotted name of the field before anything is built.
+`parse_arg` reads big_vision's `get_config(arg)` argument (`variant=nano,seed=1`), `apply_options` applies its
+`dtype`/`seed`; `validate_config` is called at load time and again by the entry points after command-line
+overrides, so a bad value fails with the dotted name of the field before anything is built.
 """
 
 from __future__ import annotations
@@ -16,8 +15,9 @@ import ml_collections
 
 STAGES = ("fartrack", "fartrack_distill", "fartrack_sparse")
 
-# Layers built and run (ViT blocks first, then extension blocks). The original trains and distills at the
-# full 12 + 3 = 15 layers; Nano and Pico are the first 10 and 6 layers of the distilled model.
+# The published variants by the layers they build and run (ViT blocks first, then extension blocks): Tiny is
+# the full 12 + 3 = 15 layers, Nano and Pico the first 10 and 6 of the distilled model; smoke is our 2-layer
+# test model. `parse_arg` knows a variant by these names, and an export names a depth by them.
 VARIANT_DEPTHS = {"tiny": 15, "nano": 10, "pico": 6, "smoke": 2}
 VARIANTS = tuple(VARIANT_DEPTHS)
 DEFAULT_VARIANT = "tiny"
@@ -90,276 +90,6 @@ def apply_options(config: ml_collections.ConfigDict, options) -> ml_collections.
       raise ValueError(f"unknown config argument {key!r}; allowed: {', '.join(_OPTION_TYPES)}")
     config[key] = value
   return config
-
-
-def base_config(stage: str, variant: str = DEFAULT_VARIANT) -> ml_collections.ConfigDict:
-  """The resolved hyper-parameters of `stage` (one of STAGES) at `variant` (one of VARIANTS)."""
-  if stage not in STAGES:
-    raise ValueError(f"unknown stage {stage!r}; allowed: {', '.join(STAGES)}")
-  if variant not in VARIANT_DEPTHS:
-    raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}")
-  sparse = stage == "fartrack_sparse"
-  distill = stage == "fartrack_distill"
-
-  config = ml_collections.ConfigDict()
-  config.stage = stage
-  config.variant = variant
-  config.seed = 0
-  config.dtype = "float32"  # Compute dtype; params and optimizer state stay float32.
-
-  # ---------------------------------------------------------------- model
-  config.model = m = ml_collections.ConfigDict()
-  m.backbone_type = "vit_tiny_patch16_224"
-  m.embed_dim = 192
-  m.num_heads = 3
-  m.mlp_ratio = 4.0
-  m.qkv_bias = True
-  m.patch_size = 16  # MODEL.BACKBONE.STRIDE (the sparse defaults also carry BACKBONE.PATCHSIZE = 16).
-  m.num_blocks = 12
-  m.extension = 3
-  m.depth = VARIANT_DEPTHS[variant]
-  m.bins = 300
-  m.range = 2
-  # Previous boxes fed back as tokens; 0 = no prev_position_embeddings (stages 1 and 2 have no MODEL.PRENUM).
-  m.prenum = 3 if sparse else 0
-  m.norm_eps = 1e-6
-  # The sparse ViT normalises with a LayerNorm that ignores pruned tokens (nn.LayerNorm's default eps).
-  m.masked_norm = sparse
-  m.masked_norm_eps = 1e-5
-  # The sparse word embedding is nn.Embedding(max_norm=1); 0 = no max-norm renormalisation on lookup.
-  m.word_max_norm = 1.0 if sparse else 0.0
-  # 0-indexed layers after which coordinate logits are produced (the final layer's always are). The
-  # original distill backbone emits after blocks 4..11 and extension blocks 0..1, plus the final layer.
-  m.logit_layers = tuple(range(4, m.depth)) if distill else ()
-  # Sparse training prunes this fraction of each template's tokens (all but the last template); tracking
-  # computes one keep mask per ratio. The ranking reads the centre search token's row (a 1x1 window).
-  m.train_prune_ratio = 0.25
-  m.track_prune_ratios = (0.25, 0.5, 0.75, 0.9)
-  m.prune_center_size = 1
-  m.pretrain_file = "mae_tiny_distill_400e.pth.tar"
-  # Previous stage's checkpoint for distill/sparse. The YAMLs hold a machine-specific absolute path
-  # (/data5/FARTrack-re/...); set it on the command line instead.
-  m.pretrain_pth = ""
-  m.pretrain_grid = 14  # MAE positional-embedding grid side (224 / 16).
-  # Ours: an empty pretrain_file/pretrain_pth is an error at the start of training unless this is set.
-  m.allow_random_init = False
-  m.cat_mode = "direct"
-  m.sep_seg = False
-  m.add_cls_token = False
-  m.cls_token_use_mode = "ignore"
-  m.return_inter = False
-  m.return_stages = (2, 5, 8, 11)
-  m.extra_merger = False
-  m.mid_pe = False
-  m.merge_layer = 0
-  # OSTrack's candidate elimination: empty in every FARTrack config, so never active.
-  m.ce_loc = ()
-  m.ce_keep_ratio = ()
-  m.ce_template_range = "ALL"
-  # The original's MODEL.{HEAD,ENCODER_LAYER,DECODER_LAYER,NUM_HEADS,MLP_RATIO,QKV_BIAS,DROP_RATE,
-  # ATTN_DROP,DROP_PATH} configure a PIX head no FARTrack model builds (the coordinate logits come from
-  # the shared word embedding). Kept for completeness; MODEL.NUM_HEADS=12 there is not the ViT's 3 heads.
-  m.head = ml_collections.ConfigDict()
-  m.head.type = "PIX"
-  m.head.num_channels = 1024
-  m.head.encoder_layer = 3
-  m.head.decoder_layer = 6
-  m.head.num_heads = 12
-  m.head.mlp_ratio = 4.0
-  m.head.qkv_bias = True
-  m.head.drop_rate = 0.1
-  m.head.attn_drop = 0.0
-  m.head.drop_path = 0.0
-  if sparse:
-    # MODEL.DECODER (an MAE-style mask decoder) exists only in the sparse defaults and is never built.
-    m.decoder = ml_collections.ConfigDict()
-    m.decoder.type = "mask"
-    m.decoder.mask_ratio = 0.75
-    m.decoder.embed_dim = 512
-    m.decoder.depth = 8
-    m.decoder.num_heads = 16
-    m.decoder.mlp_ratio = 4.0
-
-  # ---------------------------------------------------------------- data
-  config.data = d = ml_collections.ConfigDict()
-  d.mean = (0.485, 0.456, 0.406)
-  d.std = (0.229, 0.224, 0.225)
-  d.sampler_mode = "causal"
-  # Stage-1 YAML raises MAX_SAMPLE_INTERVAL from the default 200 to 300; distill/sparse keep 200.
-  d.max_sample_interval = 300 if stage == "fartrack" else 200
-  if sparse:
-    # The sequence sampler reads these; MAX_SAMPLE_INTERVAL is unused by the sparse stage.
-    d.max_gap = 300
-    d.max_interval = 5
-    d.interval_prob = 0.0
-    d.temp = 2
-    # Ours: side of the square canvas each clip frame is placed on (top-left; downscaled to fit, never
-    # upscaled). The original crops full frames on the host; we crop the search regions on device, so a
-    # clip's frames need one static shape. 640 keeps the search crops (4x the target's size, to 224 px) at
-    # about 1x resolution or more for typical targets.
-    d.clip_canvas = 640
-  else:
-    # No MAX_GAP in these stages' configs: their frame sampler gets max_gap=MAX_SAMPLE_INTERVAL.
-    d.max_gap = d.max_sample_interval
-  d.search = ml_collections.ConfigDict()
-  d.search.size = 224
-  d.search.factor = 4.0
-  d.search.center_jitter = 3.0 if sparse else 3.5
-  d.search.scale_jitter = 0.25 if sparse else 0.5
-  d.search.number = 32 if sparse else 1  # Sparse: frames per training sequence.
-  d.template = ml_collections.ConfigDict()
-  d.template.number = 5
-  d.template.size = 112
-  d.template.factor = 2.0
-  d.template.center_jitter = 0.0
-  d.template.scale_jitter = 0.0
-  d.train = ml_collections.ConfigDict()
-  if sparse:
-    d.train.datasets_name = ("LASOT", "GOT10K_vottrain", "TRACKINGNET")
-    d.train.datasets_ratio = (1, 1, 1)
-    d.train.sample_per_epoch = 1000
-  else:
-    d.train.datasets_name = ("LASOT", "GOT10K_vottrain", "COCO17", "TRACKINGNET")
-    d.train.datasets_ratio = (1, 1, 1, 1)
-    d.train.sample_per_epoch = 76800
-  d.val = ml_collections.ConfigDict()
-  d.val.datasets_name = ("GOT10K_official_val",) if sparse else ("GOT10K_votval",)
-  d.val.datasets_ratio = (1,)
-  d.val.sample_per_epoch = 10000
-
-  # ---------------------------------------------------------------- train
-  config.train = t = ml_collections.ConfigDict()
-  t.lr = {"fartrack": 4e-4, "fartrack_distill": 4e-5, "fartrack_sparse": 4e-6}[stage]
-  t.weight_decay = 0.05 if sparse else 1e-4
-  t.epoch = 20 if sparse else 500
-  t.lr_drop_epoch = 999 if sparse else 400  # Sparse: never drops within its 20 epochs.
-  # Per process: the original trains on 4 GPUs (--nproc_per_node 4), i.e. global batches 128/128/32.
-  # The sparse trainer backpropagates each sequence of the batch separately before one optimizer step,
-  # so its sequence loss is summed, not averaged, over the batch.
-  t.batch_size = 8 if sparse else 32
-  t.num_worker = 10 if distill else 12
-  t.optimizer = "ADAMW"
-  # Backbone params get lr * backbone_multiplier, except these (matched by name), which get the full lr.
-  t.backbone_multiplier = 1.0 if distill else 0.1
-  t.full_lr_param_patterns = ("output_bias", "embeddings", "extension")
-  t.giou_weight = 2.0  # Applied to the SIoU loss (the original's 'giou' key).
-  t.l1_weight = 0.0
-  # TRAIN.SCORE_WEIGHT: the sparse defaults say 1.0, the others 0.0; no actor applies a score loss.
-  t.score_weight = 1.0 if sparse else 0.0
-  # The actors' hard-coded cross-entropy ('focal') weight: 2 in stages 1 and 2; the sparse actor
-  # overwrites it with 0 every step, so its sequence loss is SIoU only.
-  t.ce_weight = 0.0 if sparse else 2.0
-  t.special_token_weight = 0.1  # CE class weight of the 5 command/padding tokens.
-  t.siou_theta = 4
-  # Inter-layer KL in distillation. The actor sets loss_weight['KL'] = 100 but never reads it: the loss
-  # adds 0.01 * mean(KL) literally, so 0.01 is the weight that trains.
-  t.kl_weight = 0.01
-  t.seq_grad_clip_norm = 100.0  # The sparse trainer's hard-coded clip_grad_norm_(..., 100).
-  t.freeze_layers = (0,)
-  t.print_interval = {"fartrack": 600, "fartrack_distill": 50, "fartrack_sparse": 1}[stage]
-  t.val_epoch_interval = {"fartrack": 50, "fartrack_distill": 20, "fartrack_sparse": 10}[stage]
-  t.grad_clip_norm = 0.1  # Stages 1 and 2 (LTRTrainer); the sparse trainer uses seq_grad_clip_norm.
-  t.amp = False
-  t.drop_path_rate = 0.1
-  t.ce_start_epoch = 20
-  t.ce_warm_epoch = 80
-  t.scheduler = ml_collections.ConfigDict()
-  t.scheduler.type = "step"
-  # The original builds StepLR(optimizer, LR_DROP_EPOCH) without passing this, so its decay is 0.1
-  # whatever the YAML says; for sparse (0.05) the drop never happens anyway.
-  t.scheduler.decay_rate = 0.05 if sparse else 0.1
-  # Ours, not in the original: "cosine" = linear warm-up over `warmup_steps`, then cosine decay to 0 at the
-  # last step (short runs such as the quick start learn faster with it); "step" is the original's StepLR.
-  t.scheduler.warmup_steps = 0
-  # Not in the original (its batch is per GPU, over 4 GPUs): the batch of one optimizer step over all
-  # devices and hosts here. An epoch is data.train.sample_per_epoch // global_batch_size steps.
-  t.global_batch_size = 4 * t.batch_size
-
-  # ---------------------------------------------------------------- run (ours: how a training run is
-  # laid out on devices, logged and checkpointed; nothing here changes what is learned)
-  config.run = r = ml_collections.ConfigDict()
-  # Devices along the parameter-sharding (FSDP) mesh axis; the rest form the data axis. 1 = pure data
-  # parallel, params replicated.
-  r.fsdp = 1
-  r.max_steps = 0  # >0: stop after this many steps (the schedule still spans train.epoch epochs)
-  r.log_every_steps = 50
-  r.checkpoint_every_steps = 1000
-  r.keep_checkpoints = 3  # most recent ones kept ...
-  r.keep_period = 10000  # ... plus every checkpoint whose step is a multiple of this (0 = none)
-  r.val_every_steps = int(t.val_epoch_interval) * max(1, d.train.sample_per_epoch // t.global_batch_size)
-  r.val_batches = 10
-  r.profile_steps = 0  # >0: capture a profile of this many steps once, after the first checkpoint interval
-  r.num_workers = int(t.num_worker)  # grain worker processes per host (0 = in the training process)
-  # grain read threads per process (0 = the pipeline's default, 4 for frames, 2 for clips). Threads pay off
-  # when reading waits (large JPEGs, a bucket); on small frames the work is Python under one lock, and on
-  # 2 cores one thread beside the training step is fastest.
-  r.read_threads = 0
-  # Dataset roots by training name or family (`got10k`, `lasot`, `coco`, `trackingnet`, `synthetic`);
-  # set on the command line: --config.run.data_roots.got10k=/data/got10k ... Empty = not configured.
-  r.data_roots = ml_collections.ConfigDict({"got10k": "", "lasot": "", "coco": "", "trackingnet": "",
-                                            "synthetic": ""})
-  r.index_cache_dir = ""  # default: <workdir>/index_cache
-  # Read the training datasets from tensorflow-datasets array_record files built by scripts/build_tfds.py
-  # under this folder (e.g. gs://bucket/tfds) instead of the native roots above.
-  r.tfds_data_dir = ""
-  # Stages 1/2 only: "frames" reads whole frames (the original's crops to the bit); "precropped" reads the
-  # pre-cropped windows `scripts/build_tfds.py --format crops` writes under run.tfds_data_dir (several times
-  # the samples/s per host core, pixels resampled: README "Feeding an accelerator").
-  r.data_path = "frames"
-
-  # ---------------------------------------------------------------- test
-  config.test = e = ml_collections.ConfigDict()
-  e.template_factor = 2.0
-  e.template_size = 112
-  e.search_factor = 4.0
-  e.search_size = 224
-  e.epoch = 15 if sparse else 500  # Checkpoint epoch evaluated.
-  # Every tracker refreshes its templates with "exponential" sampling: the first frame, frames at
-  # (n - 1) * (1 - base**i) for i = 1..T-2, and the newest.
-  e.template_sampling = "exponential"
-  e.template_sampling_base = 0.7
-
-  if variant == "smoke":
-    _apply_smoke(config)
-  return config
-
-
-def _apply_smoke(config: ml_collections.ConfigDict) -> None:
-  """Shrinks `config` in place to a seconds-long run on synthetic data (tests and the quick start)."""
-  m, d, t = config.model, config.data, config.train
-  m.num_blocks, m.extension, m.depth = 1, 1, 2
-  m.embed_dim, m.num_heads = 48, 3
-  m.bins, m.range = 16, 2
-  m.pretrain_grid = 4
-  m.pretrain_file = ""  # Random init: no MAE weights.
-  m.allow_random_init = True
-  if config.stage == "fartrack_distill":
-    m.logit_layers = (0,)
-  d.template.size, d.search.size = 32, 64
-  d.template.number = 2
-  if config.stage == "fartrack_sparse":
-    d.search.number = 4
-    d.clip_canvas = 96
-  for split in (d.train, d.val):
-    split.datasets_name = ("SYNTHETIC",)
-    split.datasets_ratio = (1,)
-    split.sample_per_epoch = 8
-  t.batch_size = 2
-  t.global_batch_size = 2
-  t.num_worker = 0
-  t.epoch = 2
-  t.lr_drop_epoch = 1
-  t.print_interval = 1
-  t.val_epoch_interval = 1
-  config.test.template_size, config.test.search_size = 32, 64
-  config.test.epoch = 2
-  r = config.run
-  r.log_every_steps = 1
-  r.checkpoint_every_steps = 4
-  r.keep_period = 0
-  r.val_every_steps = 4
-  r.val_batches = 1
-  r.num_workers = 0
 
 
 def _fail(path: str, value: Any, why: str):
@@ -484,7 +214,6 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   # Train.
   _int(config, "train.batch_size", 1)
   _int(config, "train.epoch", 1)
-  _int(config, "train.num_worker", 0)
   for path in ("train.lr", "train.weight_decay", "train.drop_path_rate"):
     if _get(config, path) < 0:
       _fail(path, _get(config, path), "must be >= 0")

@@ -2,79 +2,55 @@
 
   1. synthetic videos (`data_pipelines/training/synthetic_train.py`, `data_pipelines/synthetic.py`): training
      videos in the GOT-10k training layout, and a GOT-10k val split of other videos for tracking;
-  2. stage 1, frame-level pretraining (`configs/fartrack.py:variant=smoke` with the quick start's changes,
-     `stage_config`), STAGE1_STEPS steps;
-  3. stage 2, self-distillation from stage 1's checkpoint (`configs/fartrack_distill.py:variant=smoke`);
+  2. stage 1, frame-level pretraining (`config.stage1`);
+  3. stage 2, self-distillation from stage 1's checkpoint (`config.distill`);
   4. export of the shallower variant (the smoke model has 2 layers; its "Pico" is the first layer);
-  5. stage 3, sparse clip training from the distilled model (`configs/fartrack_sparse.py:variant=smoke`);
+  5. stage 3, sparse clip training from the distilled model (`config.sparse`);
   6. tracking the held-out val videos with the stage-3 model, scoring it and the first-box baseline with the
      GOT-10k protocol, the learning curves of the three stages and a video of one tracked sequence.
 
-Every stage is the same `trainer.train` the real configs run (TensorBoard events, orbax checkpoints and a
-resumable data pipeline in `<workdir>/<stage>`); a second call with the same workdir resumes or skips what is
-done. The model is tiny (2 layers, 48 channels, 64-pixel search crops of 8x8 patches) and learns from
+`config` is the quick start's (`configs/quickstart.py`: the video counts and one training config per stage);
+this module adds the paths under the workdir. Every stage is the same `trainer.train` the real configs run
+(TensorBoard events, orbax checkpoints and a resumable data pipeline in `<workdir>/<stage>`); a second call
+with the same workdir resumes or skips what is done (a finished stage reports the validation its events
+hold). The model is tiny (2 layers, 48 channels, 64-pixel search crops of 8x8 patches) and learns from
 scratch, so the scores show the recipe learning to track these videos, not FARTrack's accuracy.
 
 To train the quick start's stage 1 alone (e.g. to compare input pipelines):
 
-  config = recipe.stage_config("fartrack", workdir, recipe.make_datasets(workdir)[0], recipe.STAGE1_STEPS)
-  trainer.train(config, os.path.join(workdir, "stage1"))
+  config = configs.quickstart.get_config()
+  stage1 = recipe.with_paths(config.stage1, workdir, recipe.make_datasets(config, workdir)[0])
+  trainer.train(stage1, os.path.join(workdir, "stage1"))
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
 import numpy as np
 
+from data_pipelines import synthetic
+from data_pipelines.benchmarks import readers
+from data_pipelines.training import synthetic_train
 from fartrack_jax import config_lib
+from fartrack_jax.evaluation import analysis
+from fartrack_jax.tracking import evaluate
+from fartrack_jax.tracking import video
+from fartrack_jax.training import checkpointing
+from fartrack_jax.training import curves
+from fartrack_jax.training import export
+from fartrack_jax.training import trainer
 
 
-# What the quick start changes in the smoke variant so that a few minutes on a CPU end in a tracker that
-# tracks: 8-pixel patches (an 8x8 grid of search tokens instead of 4x4: the box is read from finer
-# features), 32 coordinate bins per unit, the full learning rate for the backbone and no drop-path (a
-# random init has no pretrained backbone to protect), batches of 16 and a warm-up + cosine schedule.
-QUICKSTART_MODEL = {"patch_size": 8, "bins": 32}
-# Frame pairs per step in stages 1 and 2; clips per step in stage 3 (each clip is tracked frame by frame).
-QUICKSTART_BATCH = {"fartrack": 16, "fartrack_distill": 16, "fartrack_sparse": 8}
-# Learning rate and warm-up of each stage. Stage 3 re-learns what the sparse model changes (masked norms,
-# the max-norm word embedding), so it gets far more than the original's 4e-6.
-QUICKSTART_LR = {"fartrack": 2e-3, "fartrack_distill": 1e-4, "fartrack_sparse": 1e-4}
-QUICKSTART_WARMUP_FRACTION = 0.05
-# Training videos: held-out ones come from other seeds (see `run_recipe`).
-TRAIN_VIDEOS, TRAIN_FRAMES = 64, 60
-# The tracking benchmark: `data_pipelines.synthetic`'s GOT-10k val split, rendered from seed + this offset.
-VAL_VIDEOS, VAL_FRAMES, VAL_SEED_OFFSET = 8, 40, 1000
-STAGE1_STEPS, DISTILL_STEPS, SPARSE_STEPS = 16000, 100, 100
-
-
-def stage_config(stage: str, workdir: str, data_root: str, steps: int, pretrained: str = ""):
-  """The quick start's config of `stage` (`fartrack`, `fartrack_distill`, `fartrack_sparse`): the smoke
-  variant with the QUICKSTART_* changes, trained for `steps` steps of a warm-up + cosine schedule on the
-  synthetic GOT-10k training root `data_root` (all videos but the last; the trainer validates on the last).
-  `pretrained` is the previous stage's run directory."""
-  import importlib  # pylint: disable=g-import-not-at-top
-  config = importlib.import_module(f"configs.{stage}").get_config("variant=smoke")
-  config.model.update(QUICKSTART_MODEL)
+def with_paths(stage_config, workdir: str, data_root: str, pretrained: str = ""):
+  """A copy of a quick-start stage config (`configs/quickstart.py`) reading the synthetic GOT-10k training
+  root `data_root`, with its index cache under `workdir`, initialised from the run directory `pretrained`
+  (the previous stage's) when given."""
+  config = stage_config.copy_and_resolve_references()
   config.run.data_roots.got10k = data_root
-  config.data.train.datasets_name, config.data.val.datasets_name = ("GOT10K_vottrain",), ("GOT10K_votval",)
   config.run.index_cache_dir = os.path.join(workdir, "index_cache")
-  config.train.batch_size = config.train.global_batch_size = QUICKSTART_BATCH[stage]
-  config.data.train.sample_per_epoch = steps * config.train.global_batch_size
-  config.train.epoch = 1
-  config.train.lr_drop_epoch = 1
-  config.train.lr = QUICKSTART_LR[stage]
-  config.train.backbone_multiplier = 1.0
-  config.train.drop_path_rate = 0.0
-  config.train.scheduler.type = "cosine"
-  config.train.scheduler.warmup_steps = int(steps * QUICKSTART_WARMUP_FRACTION)
-  config.run.max_steps = steps
-  config.run.log_every_steps = max(1, steps // 50)
-  config.run.checkpoint_every_steps = max(1, steps // 2)
-  config.run.val_every_steps = max(1, steps // 10)
-  config.run.val_batches = 4
-  config.run.read_threads = 1  # the frames are 160x120: reading is Python work, threads only contend
   if pretrained:
     config.model.pretrain_pth = pretrained
     config.model.allow_random_init = False
@@ -111,29 +87,26 @@ def progress_printer(stage: str, log=_say):
 
 def first_box_results(sequences, results_dir: str) -> str:
   """The baseline a tracker has to beat: result files that repeat each sequence's first box."""
-  from fartrack_jax.tracking import evaluate  # pylint: disable=g-import-not-at-top
   for seq in sequences:
     boxes = np.repeat(np.asarray(seq.init_box, np.float64)[None], len(seq.frames), axis=0)
     evaluate.write_results(results_dir, seq.name, boxes, np.zeros(len(seq.frames)))
   return results_dir
 
 
-def make_datasets(workdir: str, seed: int = 0) -> tuple[str, str]:
+def make_datasets(config, workdir: str, seed: int = 0) -> tuple[str, str]:
   """The recipe's synthetic data under `<workdir>/data` (kept for the next run): a GOT-10k training root of
-  TRAIN_VIDEOS + 1 videos (the last, GOT10K_votval, is what the trainers validate on) and a GOT-10k root
-  whose `val/` holds VAL_VIDEOS videos from the same generator with seed + VAL_SEED_OFFSET, so none of them
-  is a training video (the two generators draw from the same random streams for the same seed).
-  Returns `(train_root, val_root)`."""
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
-  from data_pipelines.training import synthetic_train  # pylint: disable=g-import-not-at-top
+  `config.train_videos` + 1 videos (the last, GOT10K_votval, is what the trainers validate on) and a GOT-10k
+  root whose `val/` holds `config.val_videos` videos from the same generator with seed +
+  `config.val_seed_offset`, so none of them is a training video (the two generators draw from the same
+  random streams for the same seed). Returns `(train_root, val_root)`."""
   data_root = os.path.join(workdir, "data", "got10k_train")
   if not os.path.isdir(os.path.join(data_root, "train")):
-    synthetic_train.make_synthetic_train_dataset("got10k_train", data_root, num_sequences=TRAIN_VIDEOS + 1,
-                                                 num_frames=TRAIN_FRAMES, seed=seed)
+    synthetic_train.make_synthetic_train_dataset("got10k_train", data_root, num_sequences=config.train_videos + 1,
+                                                 num_frames=config.train_frames, seed=seed)
   val_root = os.path.join(workdir, "data", "got10k")
   if not os.path.isdir(os.path.join(val_root, "val")):
-    synthetic.make_synthetic_dataset("got10k", val_root, num_sequences=VAL_VIDEOS, num_frames=VAL_FRAMES,
-                                     seed=seed + VAL_SEED_OFFSET)
+    synthetic.make_synthetic_dataset("got10k", val_root, num_sequences=config.val_videos,
+                                     num_frames=config.val_frames, seed=seed + config.val_seed_offset)
   return data_root, val_root
 
 
@@ -141,9 +114,6 @@ def track_and_score(config, params, val_root: str, results_root: str, log=_say):
   """Tracks the GOT-10k val split under `val_root` with `params` (results in `<results_root>/fartrack_jax`),
   writes the first-box baseline beside it (`first_box`) and scores both (also `<results_root>/scores.json`).
   Returns `({"fartrack_jax": {"AO", "SR50", "SR75"}, "first_box": {...}}, sequences, results_dir)`."""
-  from data_pipelines.benchmarks import readers  # pylint: disable=g-import-not-at-top
-  from fartrack_jax.evaluation import analysis  # pylint: disable=g-import-not-at-top
-  from fartrack_jax.tracking import evaluate  # pylint: disable=g-import-not-at-top
   sequences = readers.load_dataset("got10k_val", val_root)
   results_dir = os.path.join(results_root, "fartrack_jax")
   evaluate.evaluate(config, params, sequences, results_dir, batch=len(sequences), log=lambda m: log("      " + m))
@@ -153,34 +123,43 @@ def track_and_score(config, params, val_root: str, results_root: str, log=_say):
   return scores, sequences, results_dir
 
 
-def run_recipe(workdir: str, stage1_steps: int = STAGE1_STEPS, distill_steps: int = DISTILL_STEPS,
-               sparse_steps: int = SPARSE_STEPS, seed: int = 0, log=_say) -> dict:
-  """Runs the six steps above in `workdir`; returns the scores of the trained tracker and of the first-box
-  baseline, where the data and results are, each stage's last validation metrics and the minutes taken.
-  Also writes `learning_curves.png` and `tracked.mp4` (one val sequence with the trained tracker's boxes)."""
-  from fartrack_jax.evaluation import analysis  # pylint: disable=g-import-not-at-top
-  from fartrack_jax.tracking import evaluate, video  # pylint: disable=g-import-not-at-top
-  from fartrack_jax.training import checkpointing, curves, export, trainer  # pylint: disable=g-import-not-at-top
+def train_stage(config, workdir: str, name: str, log=_say) -> trainer.TrainResult:
+  """`trainer.train` with the recipe's progress lines. A stage already at its last step trains nothing and
+  validates nothing; its result then carries the validation its TensorBoard events logged last, so a second
+  run reports what the first one reached."""
+  result = trainer.train(config, workdir, on_log=progress_printer(name, log))
+  if result.val_metrics:
+    return result
+  val_metrics = curves.last_logged(workdir, "val/")
+  if not val_metrics:
+    raise RuntimeError(f"{workdir} is at step {result.step} but its TensorBoard events hold no validation; "
+                       f"delete {workdir} to train the stage again")
+  return dataclasses.replace(result, val_metrics=val_metrics)
 
+
+def run_recipe(config, workdir: str, seed: int = 0, log=_say) -> dict:
+  """Runs the six steps above in `workdir` with the quick start's `config` (`configs/quickstart.py`); returns
+  the scores of the trained tracker and of the first-box baseline, where the data and results are, each
+  stage's last validation metrics and the minutes taken. Also writes `learning_curves.png` and `tracked.mp4`
+  (one val sequence with the trained tracker's boxes). `seed` seeds the generated videos."""
   start = time.monotonic()
   minutes = lambda: (time.monotonic() - start) / 60
   workdir = os.path.abspath(workdir)
-  data_root, val_root = make_datasets(workdir, seed)
-  log(f"[recipe 1/6] synthetic videos in the GOT-10k layout: {TRAIN_VIDEOS} + 1 for training ({data_root}), "
-      f"{VAL_VIDEOS} held out for tracking ({val_root}/val) ({minutes():.1f} min)")
+  data_root, val_root = make_datasets(config, workdir, seed)
+  log(f"[recipe 1/6] synthetic videos in the GOT-10k layout: {config.train_videos} + 1 for training "
+      f"({data_root}), {config.val_videos} held out for tracking ({val_root}/val) ({minutes():.1f} min)")
 
   out = {}
   stage1_dir = os.path.join(workdir, "stage1")
-  result = trainer.train(stage_config("fartrack", workdir, data_root, stage1_steps), stage1_dir,
-                         on_log=progress_printer("stage 1", log))
+  result = train_stage(with_paths(config.stage1, workdir, data_root), stage1_dir, "stage 1", log)
   out["stage1"] = result.val_metrics
   log(f"[recipe 2/6] stage 1 (frame-level): {result.step} steps, val loss {result.val_metrics['loss']:.3f}, "
       f"val IoU {result.val_metrics['iou']:.3f}; TensorBoard: tensorboard --logdir {stage1_dir} "
       f"({minutes():.1f} min)")
 
   distill_dir = os.path.join(workdir, "stage2_distill")
-  distill_config = stage_config("fartrack_distill", workdir, data_root, distill_steps, stage1_dir)
-  result = trainer.train(distill_config, distill_dir, on_log=progress_printer("stage 2", log))
+  distill_config = with_paths(config.distill, workdir, data_root, stage1_dir)
+  result = train_stage(distill_config, distill_dir, "stage 2", log)
   out["distill"] = result.val_metrics
   log(f"[recipe 3/6] stage 2 (self-distillation from stage 1): {result.step} steps, val loss "
       f"{result.val_metrics['loss']:.3f}, val IoU {result.val_metrics['iou']:.3f}, inter-layer KL "
@@ -192,15 +171,15 @@ def run_recipe(workdir: str, stage1_steps: int = STAGE1_STEPS, distill_steps: in
   log(f"[recipe 4/6] exported the first layer of the distilled model (the smoke model's Pico): {shallow_dir}")
 
   sparse_dir = os.path.join(workdir, "stage3_sparse")
-  sparse_config = stage_config("fartrack_sparse", workdir, data_root, sparse_steps, distill_dir)
-  result = trainer.train(sparse_config, sparse_dir, on_log=progress_printer("stage 3", log))
+  sparse_config = with_paths(config.sparse, workdir, data_root, distill_dir)
+  result = train_stage(sparse_config, sparse_dir, "stage 3", log)
   out["sparse"] = result.val_metrics
   log(f"[recipe 5/6] stage 3 (sparse clips of {sparse_config.data.search.number} frames): {result.step} steps, "
       f"val loss {result.val_metrics['loss']:.3f}, val IoU {result.val_metrics['iou']:.3f} "
       f"({minutes():.1f} min)")
 
   params, _, _ = checkpointing.load_train_params(sparse_dir)
-  log(f"[recipe 6/6] tracking the {VAL_VIDEOS} held-out val videos with the stage-3 model")
+  log(f"[recipe 6/6] tracking the {config.val_videos} held-out val videos with the stage-3 model")
   scores, sequences, results_dir = track_and_score(sparse_config, params, val_root,
                                                    os.path.join(workdir, "results", "got10k_val"), log)
   log("      scores (GOT-10k toolkit semantics; first_box repeats the first frame's box):")

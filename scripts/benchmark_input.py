@@ -246,7 +246,7 @@ def compare(config, roots: dict, cache_dir: str, tfds_dir: str, count: int) -> d
 
 def main(argv):
   del argv
-  from fartrack_jax import benchmark  # pylint: disable=g-import-not-at-top
+  from benchmarks import timing  # pylint: disable=g-import-not-at-top
   smoke = _VARIANT.value == "smoke"
   num_frames = _NUM_FRAMES.value or (40 if smoke else 100)
   size = _frame_size(_FRAME_SIZE.value or ("160x120" if smoke else "1280x720"))
@@ -298,7 +298,7 @@ def main(argv):
     if _DATA_DIR.value is None:
       shutil.rmtree(data_dir, ignore_errors=True)
   print()
-  benchmark.report(rows, ["pipeline", "data_path", "variant", "workers", "batch_size", "samples_per_s",
+  timing.report(rows, ["pipeline", "data_path", "variant", "workers", "batch_size", "samples_per_s",
                            "samples_per_s_per_core", "samples_per_cpu_s", "frames_per_s", "clips_or_pairs",
                            "peak_rss_mb", "warmup_s", "prep_s", "read_threads", "frame_size", "cores"], _JSON.value)
   if comparison is not None:

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
-from fartrack_jax import benchmark
+from benchmarks import timing
 from fartrack_jax import cli
 
 _STAGE = flags.DEFINE_enum("stage", "fartrack_sparse", ["fartrack", "fartrack_distill", "fartrack_sparse"],
@@ -128,7 +128,7 @@ def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   rows = []
-  device = benchmark.jax_device_name()
+  device = timing.jax_device_name()
   for variant in _VARIANTS.value:
     config = importlib.import_module(f"configs.{_STAGE.value}").get_config(f"variant={variant}")
     fns, syncs = {}, {}
@@ -145,7 +145,7 @@ def main(argv):
       fns["stablehlo"], syncs["stablehlo"] = stablehlo_forward(config)
     if _TORCH_REPO.value:
       fns["torch"], syncs["torch"] = torch_forward(config, _TORCH_REPO.value)
-    timings = benchmark.time_interleaved(fns, syncs, _RUNS.value, _WARMUP.value)
+    timings = timing.time_interleaved(fns, syncs, _RUNS.value, _WARMUP.value)
     torch_row = None
     if "torch" in timings:
       import torch  # pylint: disable=g-import-not-at-top
@@ -173,7 +173,7 @@ def main(argv):
     line = f"{variant} " + "; ".join(parts)
     print(line, flush=True)
   print()
-  benchmark.report(rows, ["variant", "framework", "median_ms", "min_ms", "runs", "speedup_vs_torch", "device"],
+  timing.report(rows, ["variant", "framework", "median_ms", "min_ms", "runs", "speedup_vs_torch", "device"],
                    _JSON.value)
 
 

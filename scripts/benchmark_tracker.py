@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
-from fartrack_jax import benchmark
+from benchmarks import timing
 from fartrack_jax import cli
 
 _VARIANTS = flags.DEFINE_list("variants", ["tiny", "nano", "pico"], "Variants of configs/fartrack_sparse.py.")
@@ -99,14 +99,16 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from fartrack_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  from fartrack_jax.tracking import crop as crop_lib, tracker as trk  # pylint: disable=g-import-not-at-top
+  from benchmarks import serial_tracking  # pylint: disable=g-import-not-at-top
+  from data_pipelines import crops as crop_lib  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.tracking import loop, tracker as trk  # pylint: disable=g-import-not-at-top
   try:
     width, height = (int(v) for v in _RESOLUTION.value.lower().split("x"))
   except ValueError:
     raise SystemExit(f"--resolution must be WxH, e.g. 1280x720, got {_RESOLUTION.value!r}") from None
   threads = [int(t) for t in _THREADS.value]
   batches = [int(b) for b in _BATCHES.value]
-  device = benchmark.jax_device_name()
+  device = timing.jax_device_name()
   tmp = tempfile.TemporaryDirectory()
   print(f"writing {_NUM_SEQUENCES.value} x {_NUM_FRAMES.value} JPEG frames of {width}x{height}", flush=True)
   sequences = _write_jpeg_sequences(tmp.name, _NUM_SEQUENCES.value, _NUM_FRAMES.value, (width, height))
@@ -117,9 +119,9 @@ def main(argv):
   if _HOST_ONLY.value:
     config = importlib.import_module("configs.fartrack_sparse").get_config(f"variant={_VARIANTS.value[0]}")
     for batch in batches:
-      stand_in = trk.StandInTracker(config, batch=batch)
-      passes = {n: (lambda n=n: [trk.track_sequences(stand_in, sequences, threads=n)]) for n in threads}
-      passes["serial"] = lambda: [trk.track_sequences_serial(stand_in, sequences)]
+      stand_in = serial_tracking.StandInTracker(config, batch=batch)
+      passes = {n: (lambda n=n: [loop.track_sequences(stand_in, sequences, threads=n)]) for n in threads}
+      passes["serial"] = lambda: [serial_tracking.track_sequences_serial(stand_in, sequences)]
       timed = _interleaved(passes, _REPEATS.value)
       for name, (seconds, cpu_seconds, _) in timed.items():
         mode, n = ("host serial", 1) if name == "serial" else ("host", name)
@@ -128,7 +130,7 @@ def main(argv):
         print(f"host path, batch {batch}, {mode}, {n} threads: {frames / seconds:.1f} frames/s, "
               f"{frames / cpu_seconds:.1f} frames per CPU second", flush=True)
     print()
-    benchmark.report(rows, ["mode", "batch", "threads", "frames_per_s", "frames_per_cpu_s", "resolution",
+    timing.report(rows, ["mode", "batch", "threads", "frames_per_s", "frames_per_cpu_s", "resolution",
                             "device"], _JSON.value)
     return
 
@@ -138,28 +140,28 @@ def main(argv):
     tracker = trk.BatchTracker(config, params, batch=1, capacity=256)
     tc = tracker.tc
     path, box = sequences[0][1][1], [float(v) for v in sequences[0][2]]
-    frame = trk.read_rgb(path)
+    frame = loop.read_rgb(path)
     search, factor = crop_lib.sample_target(frame, box, tc.search_factor, tc.search_size)
     template, _ = crop_lib.sample_target(frame, box, tc.template_factor, tc.template_size)
     tracker.start({0: template})
     args = (search[None], template[None], np.array([False]), np.array([factor], np.float32))
-    step = benchmark.time_fn(lambda: tracker.step(*args), _RUNS.value, _WARMUP.value, lambda out: out)
+    step = timing.time_fn(lambda: tracker.step(*args), _RUNS.value, _WARMUP.value, lambda out: out)
 
     def whole_frame():
-      image = trk.read_rgb(path)
+      image = loop.read_rgb(path)
       s, f = crop_lib.sample_target(image, box, tc.search_factor, tc.search_size)
       t, _ = crop_lib.sample_target(image, box, tc.template_factor, tc.template_size)
       crop_box, _ = tracker.step(s[None], t[None], np.array([False]), np.array([f], np.float32))
       return crop_lib.clip_box(crop_lib.map_box_back(crop_box[0], box, f, tc.search_size), height, width, 10)
 
-    full = benchmark.time_fn(whole_frame, _RUNS.value, _WARMUP.value, lambda out: out)
+    full = timing.time_fn(whole_frame, _RUNS.value, _WARMUP.value, lambda out: out)
     common_v = {**common, "variant": variant, "precision": "float32"}
     rows.append({**common_v, "measure": "step latency (batch 1)", **step})
     rows.append({**common_v, "measure": "frame incl. decode + crops (batch 1)", **full})
     print(f"{variant}: step {step['median_ms']:.1f} ms, frame {full['median_ms']:.1f} ms", flush=True)
     for batch in batches:
       batched = trk.BatchTracker(config, params, batch=batch, capacity=_NUM_FRAMES.value)
-      trk.track_sequences(batched, sequences[:batch])  # compile
+      loop.track_sequences(batched, sequences[:batch])  # compile
       step_args = (np.repeat(search[None], batch, 0), np.repeat(template[None], batch, 0),
                    np.zeros((batch,), bool), np.full((batch,), factor, np.float32))
       step_ms = []
@@ -170,12 +172,12 @@ def main(argv):
         return [log]
 
       def steps():  # the step alone at this batch, timed between the passes it is compared with
-        step_ms.append(benchmark.time_fn(lambda: batched.step(*step_args), _RUNS.value, 2,
+        step_ms.append(timing.time_fn(lambda: batched.step(*step_args), _RUNS.value, 2,
                                          lambda out: out)["median_ms"])
         return []
 
-      timed = _interleaved({"step": steps, "pipelined": lambda: run(trk.track_sequences, threads=threads[0]),
-                            "serial": lambda: run(trk.track_sequences_serial)}, _REPEATS.value)
+      timed = _interleaved({"step": steps, "pipelined": lambda: run(loop.track_sequences, threads=threads[0]),
+                            "serial": lambda: run(serial_tracking.track_sequences_serial)}, _REPEATS.value)
       step_rate = batch * 1e3 / statistics.median(step_ms)
       rows.append({**common_v, "measure": f"step (batch {batch})", "median_ms": statistics.median(step_ms),
                    "frames_per_s": step_rate})
@@ -190,7 +192,7 @@ def main(argv):
         print(f"{variant}: batch {batch}, {name}: {fps:.1f} frames/s = {fps / step_rate:.2f} of the step's "
               f"{step_rate:.1f}, device idle {row['device_idle_ms']:.1f} ms/step", flush=True)
   print()
-  benchmark.report(rows, ["variant", "measure", "median_ms", "min_ms", "frames_per_s", "of_step_rate",
+  timing.report(rows, ["variant", "measure", "median_ms", "min_ms", "frames_per_s", "of_step_rate",
                           "device_idle_ms", "threads", "resolution", "device"], _JSON.value)
 
 

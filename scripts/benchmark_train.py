@@ -47,7 +47,7 @@ _JSON = flags.DEFINE_string("json", None, "Write the rows as JSON here.")
 
 def main(argv):
   del argv
-  from fartrack_jax import benchmark  # pylint: disable=g-import-not-at-top
+  from benchmarks import timing as benchmark  # pylint: disable=g-import-not-at-top
   from fartrack_jax.training import benchmark as train_benchmark  # pylint: disable=g-import-not-at-top
   try:
     clip_lengths = [int(n) for n in _CLIP_LENGTHS.value]

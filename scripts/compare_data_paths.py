@@ -5,7 +5,8 @@ r"""Learning comparison of the stage 1/2 data paths: whole frames (exact) agains
 Trains the smoke stage 1 in a learnable setting once per data path and seed (same init, same example draws)
 on synthetic videos and validates every run on held-out synthetic videos through the exact path; prints a
 row per run (held-out IoU and loss, last training loss and IoU) and the mean held-out IoU per data path.
-See `fartrack_jax/training/data_path_check.py`. About 2 x steps x seeds smoke steps on a CPU.
+The runs' config: `configs/compare_data_paths.py`; the comparison: `benchmarks/data_paths.py`. About
+2 x steps x seeds smoke steps on a CPU.
 """
 
 import os
@@ -30,15 +31,15 @@ _DATA_PATHS = flags.DEFINE_list("data_paths", ["frames", "precropped"], "Data pa
 
 def main(argv):
   del argv
-  from fartrack_jax import benchmark  # pylint: disable=g-import-not-at-top
-  from fartrack_jax.training import data_path_check  # pylint: disable=g-import-not-at-top
+  from benchmarks import data_paths  # pylint: disable=g-import-not-at-top
+  from benchmarks import timing  # pylint: disable=g-import-not-at-top
   if _STEPS.value < 1:
     raise SystemExit(f"error: --steps={_STEPS.value} must be >= 1")
-  rows = data_path_check.compare_data_paths(_WORKDIR.value, _STEPS.value, [int(s) for s in _SEEDS.value],
-                                            _OVERSAMPLE.value, _DATA_PATHS.value)
+  rows = data_paths.compare_data_paths(_WORKDIR.value, _STEPS.value, [int(s) for s in _SEEDS.value],
+                                       _OVERSAMPLE.value, _DATA_PATHS.value)
   print()
-  benchmark.report(rows, ["data_path", "oversample", "seed", "steps", "heldout_iou", "heldout_loss", "train_iou",
-                          "train_loss"], _JSON.value)
+  timing.report(rows, ["data_path", "oversample", "seed", "steps", "heldout_iou", "heldout_loss", "train_iou",
+                       "train_loss"], _JSON.value)
   for path in _DATA_PATHS.value:
     ious = [r["heldout_iou"] for r in rows if r["data_path"] == path]
     print(f"{path}: mean held-out IoU {statistics.mean(ious):.3f} over {len(ious)} seeds")

@@ -9,7 +9,7 @@ params from an original PyTorch checkpoint through the converter (or a fresh ini
 checkpoint in the workdir (re-used on the next run with the same source), exports them to a PyTorch state
 dict and converts that back (bit-exact), runs the jitted forward on synthetic template/search crops (decoded
 box, keep masks, latency) and tracks a synthetic GOT-10k val set.
-Part 2 (training, `fartrack_jax/recipe.py`): generates synthetic training videos, trains stage 1 for
+Part 2 (training, `configs/quickstart.py` run by `fartrack_jax/recipe.py`): generates synthetic training videos, trains stage 1 for
 --stage1-steps steps, distils, exports the shallow variant, trains the sparse stage, then tracks held-out
 videos with the trained model and scores it against repeating the first box, all in <workdir>/recipe
 (TensorBoard logs and checkpoints in each stage's folder, learning_curves.png, tracked.mp4, scores.json).
@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags
 
+from configs import quickstart as quickstart_config
 from fartrack_jax import cli
 from fartrack_jax import config_lib
 
@@ -35,7 +36,7 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Optional original checkpo
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the init and of the synthetic crops.")
 _RUNS = flags.DEFINE_integer("runs", 20, "Timed forward calls.")
 _STAGE1_STEPS = flags.DEFINE_integer("stage1_steps", None, "Stage-1 training steps of the recipe (also "
-                                     "--stage1-steps; default fartrack_jax/recipe.py's STAGE1_STEPS).")
+                                     "--stage1-steps; default configs/quickstart.py's stage1_steps).")
 _SKIP_TRAINING = flags.DEFINE_bool("skip_training", False, "Only part 1, the model (also --skip-training).")
 _JSON = flags.DEFINE_string("json", None, "Also write the results here as JSON: {\"model\": part 1's box, "
                             "latency and scores, \"recipe\": {\"AO\", \"SR50\", \"SR75\", \"data_root\", "
@@ -53,8 +54,9 @@ def main(argv):
   out = {"model": model}
   if not _SKIP_TRAINING.value:
     from fartrack_jax import recipe  # pylint: disable=g-import-not-at-top
-    steps = {} if _STAGE1_STEPS.value is None else {"stage1_steps": _STAGE1_STEPS.value}
-    trained = recipe.run_recipe(os.path.join(_WORKDIR.value, "recipe"), seed=_SEED.value, **steps)
+    steps = None if _STAGE1_STEPS.value is None else f"stage1_steps={_STAGE1_STEPS.value}"
+    trained = recipe.run_recipe(quickstart_config.get_config(steps), os.path.join(_WORKDIR.value, "recipe"),
+                                seed=_SEED.value)
     out["recipe"] = dict(trained.pop("scores"), **trained)
     print(f"quick start done in {(time.monotonic() - start) / 60:.1f} min: the trained tracker's AO on the "
           f"held-out videos is {out['recipe']['AO']:.1f} % (repeating the first box: "

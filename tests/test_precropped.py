@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from data_pipelines import crops
 from data_pipelines.training import build
 from data_pipelines.training import pipeline
 from data_pipelines.training import precropped
@@ -21,7 +22,6 @@ from data_pipelines.training import processing
 from data_pipelines.training import synthetic_train
 from data_pipelines.training.datasets import DatasetError
 from fartrack_jax import config_lib
-from fartrack_jax.tracking import crop as crop_lib
 from tests import pipeline_fakes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,7 +92,7 @@ def test_window_crops_land_where_full_frame_crops_land(mirrored, grayscale):
   boxes = [(flipped_box, 2.0, 112)] + [(processing.jitter_box(flipped_box, rng, 3.5, 0.5), 4.0, 224)
                                        for _ in range(12)]
   for jittered, factor, size in boxes:
-    want, want_factor = crop_lib.sample_target(full, jittered, factor, size)
+    want, want_factor = crops.sample_target(full, jittered, factor, size)
     got, got_factor = frame.sample_target(jittered, factor, size)
     assert got.shape == want.shape and got.dtype == np.uint8 and got_factor == want_factor
     diff = np.abs(got.astype(np.int32) - want)[2:-2, 2:-2]  # the outer rows: the original's border quirk

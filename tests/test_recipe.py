@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from configs import quickstart
 from data_pipelines import synthetic
 from data_pipelines.benchmarks import readers
 from data_pipelines.training import synthetic_train
@@ -26,16 +27,15 @@ from tests.helpers import init, load_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _small_data(monkeypatch, videos=3, frames=4, val_videos=3, val_frames=4):
-  monkeypatch.setattr(recipe, "TRAIN_VIDEOS", videos)
-  monkeypatch.setattr(recipe, "TRAIN_FRAMES", frames)
-  monkeypatch.setattr(recipe, "VAL_VIDEOS", val_videos)
-  monkeypatch.setattr(recipe, "VAL_FRAMES", val_frames)
+def _small_recipe(arg=None, videos=3, frames=4, val_videos=3, val_frames=4):
+  """The quick start's config with fewer and shorter videos."""
+  config = quickstart.get_config(arg)
+  config.train_videos, config.train_frames, config.val_videos, config.val_frames = videos, frames, val_videos, val_frames
+  return config
 
 
-def test_val_videos_are_not_training_videos(tmp_path, monkeypatch):
-  _small_data(monkeypatch)
-  train_root, val_root = recipe.make_datasets(str(tmp_path / "recipe"), seed=5)
+def test_val_videos_are_not_training_videos(tmp_path):
+  train_root, val_root = recipe.make_datasets(_small_recipe(), str(tmp_path / "recipe"), seed=5)
   training = [cv2.imread(p) for seq in synthetic_train.make_synthetic_train_dataset(
       "got10k_train", str(tmp_path / "again"), num_sequences=4, num_frames=4, seed=5) for p in seq.frames]
   val = readers.load_dataset("got10k_val", val_root)
@@ -60,7 +60,7 @@ def test_first_box_results_repeat_the_first_box(tmp_path):
 
 def test_learning_curves_are_what_the_trainer_logged(tmp_path):
   from tests import train_fakes
-  config = recipe.stage_config("fartrack", str(tmp_path), "unused", steps=6)
+  config = recipe.with_paths(quickstart.get_config("stage1_steps=6").stage1, str(tmp_path), "unused")
   config.run.log_every_steps, config.run.val_every_steps = 2, 3
   config.train.batch_size = config.train.global_batch_size = 2
   config.data.train.sample_per_epoch = 12
@@ -137,7 +137,7 @@ def _replayed_pool(batches: int):
 def _track_stage1(workdir, train_root, val_root, stage1_dir, overrides):
   """Scores of the stage-1 model tracking the held-out videos with the sparse tracker, as the recipe's final
   model is (the stage-1 params converted), and of the first-box baseline."""
-  tracker_config = recipe.stage_config("fartrack_sparse", workdir, train_root, 1)
+  tracker_config = recipe.with_paths(quickstart.get_config("sparse_steps=1").sparse, workdir, train_root)
   tracker_config.update_from_flattened_dict({k: v for k, v in overrides.items() if k.startswith("test.")})
   _, fresh = init(tracker_config)
   params, _ = checkpoints.load_pretrained(stage1_dir, tracker_config, fresh)
@@ -149,8 +149,8 @@ def _track_stage1(workdir, train_root, val_root, stage1_dir, overrides):
 
 def test_a_short_stage1_run_tracks_held_out_videos_better_than_the_first_box(tmp_path):
   workdir = str(tmp_path)
-  train_root, val_root = recipe.make_datasets(workdir, seed=0)
-  config = recipe.stage_config("fartrack", workdir, train_root, FAST_STEPS)
+  train_root, val_root = recipe.make_datasets(quickstart.get_config(), workdir, seed=0)
+  config = recipe.with_paths(quickstart.get_config(f"stage1_steps={FAST_STEPS}").stage1, workdir, train_root)
   config.update_from_flattened_dict(FAST_SEARCH)
   config.run.checkpoint_every_steps = FAST_STEPS
   stage1_dir = os.path.join(workdir, "stage1")
@@ -160,14 +160,15 @@ def test_a_short_stage1_run_tracks_held_out_videos_better_than_the_first_box(tmp
   assert scores["fartrack_jax"]["AO"] >= scores["first_box"]["AO"] + LEARNING_TEST_MARGIN, scores
 
 
-# The quick start's stage 1 as it is (64 videos, STAGE1_STEPS steps, four-times search crops, the pipeline
+# The quick start's stage 1 as it is (64 videos, its 16,000 steps, four-times search crops, the pipeline
 # making every batch): about 8 minutes of CPU, so only with FARTRACK_LEARNING_TEST=1.
 @pytest.mark.skipif(not os.environ.get("FARTRACK_LEARNING_TEST"),
                     reason="about 8 CPU minutes: set FARTRACK_LEARNING_TEST=1")
 def test_stage1_tracks_held_out_videos_better_than_the_first_box(tmp_path):
   workdir = str(tmp_path)
-  train_root, val_root = recipe.make_datasets(workdir, seed=0)
-  config = recipe.stage_config("fartrack", workdir, train_root, recipe.STAGE1_STEPS)
+  config = quickstart.get_config()
+  train_root, val_root = recipe.make_datasets(config, workdir, seed=0)
+  config = recipe.with_paths(config.stage1, workdir, train_root)
   stage1_dir = os.path.join(workdir, "stage1")
   trainer.train(config, stage1_dir)
   scores = _track_stage1(workdir, train_root, val_root, stage1_dir, {})
@@ -175,10 +176,11 @@ def test_stage1_tracks_held_out_videos_better_than_the_first_box(tmp_path):
   assert scores["fartrack_jax"]["AO"] >= scores["first_box"]["AO"] + LEARNING_TEST_MARGIN, scores
 
 
-def test_recipe_runs_every_stage_and_reports_scores_curves_and_video(tmp_path, monkeypatch):
-  _small_data(monkeypatch, videos=2, frames=20, val_videos=2, val_frames=6)
+def test_recipe_runs_every_stage_and_reports_scores_curves_and_video(tmp_path):
+  config = _small_recipe("stage1_steps=2,distill_steps=2,sparse_steps=2", videos=2, frames=20, val_videos=2,
+                         val_frames=6)
   lines = []
-  out = recipe.run_recipe(str(tmp_path), stage1_steps=2, distill_steps=2, sparse_steps=2, log=lines.append)
+  out = recipe.run_recipe(config, str(tmp_path), log=lines.append)
   # Progress while each stage trains: a line per validation with the step, losses and IoUs.
   for stage in ("stage 1", "stage 2", "stage 3"):
     assert any(line.strip().startswith(f"{stage}: step 2/2: train loss") and "val loss" in line
@@ -190,3 +192,11 @@ def test_recipe_runs_every_stage_and_reports_scores_curves_and_video(tmp_path, m
   assert cv2.imread(out["curves"]) is not None
   from fartrack_jax.tracking import video
   assert len(video.VideoFrames(out["video"])) == 6
+
+  # A second run in the same workdir trains nothing and reports what the first reached.
+  again_lines = []
+  again = recipe.run_recipe(config, str(tmp_path), log=again_lines.append)
+  assert not any("step 2/2: train loss" in line for line in again_lines), again_lines
+  for stage in ("stage1", "distill", "sparse"):
+    assert again[stage] == pytest.approx(out[stage], rel=1e-6), stage
+  assert again["scores"] == out["scores"] and again["baseline"] == out["baseline"]

@@ -9,10 +9,12 @@ import pytest
 
 from fartrack_jax import convert
 from fartrack_jax import model as model_lib
-from fartrack_jax.tracking import crop as crop_lib
+from benchmarks import serial_tracking
+from data_pipelines import crops as crop_lib
+from data_pipelines import synthetic
+from fartrack_jax.tracking import loop
 from fartrack_jax.tracking import sampling
 from fartrack_jax.tracking import tracker as trk
-from data_pipelines import synthetic
 from tests.helpers import init, load_config
 
 
@@ -68,16 +70,16 @@ def test_batched_evaluation_equals_one_sequence_at_a_time():
   # exactly the boxes of each sequence tracked alone through the same compiled batch-2 step.
   seqs = _sequences(3, [9, 4, 7])
   config, params, tracker = _smoke_tracker(batch=2)
-  together = trk.track_sequences(tracker, seqs)
+  together = loop.track_sequences(tracker, seqs)
   alone = {}
   for seq in seqs:
-    alone.update(trk.track_sequences(tracker, [seq]))
+    alone.update(loop.track_sequences(tracker, [seq]))
   assert together.keys() == alone.keys() == {"seq0", "seq1", "seq2"}
   for (key, frames, _) in seqs:
     assert together[key][0].shape == (len(frames), 4)
     np.testing.assert_array_equal(together[key][0], alone[key][0], err_msg=key)
   # A batch-1 step is a different XLA program: the same boxes up to float32 rounding.
-  single = trk.track_sequences(trk.BatchTracker(config, params, batch=1, capacity=32), seqs)
+  single = loop.track_sequences(trk.BatchTracker(config, params, batch=1, capacity=32), seqs)
   for key in single:
     np.testing.assert_allclose(single[key][0], together[key][0], atol=1e-3)
 
@@ -85,8 +87,8 @@ def test_batched_evaluation_equals_one_sequence_at_a_time():
 def test_tracking_is_deterministic_and_uses_the_memory():
   seqs = _sequences(1, [8])
   _, params, tracker = _smoke_tracker(batch=1)
-  a = trk.track_sequences(tracker, seqs)["seq0"][0]
-  b = trk.track_sequences(tracker, seqs)["seq0"][0]  # the slot is restarted: same boxes again
+  a = loop.track_sequences(tracker, seqs)["seq0"][0]
+  b = loop.track_sequences(tracker, seqs)["seq0"][0]  # the slot is restarted: same boxes again
   np.testing.assert_array_equal(a, b)
   assert int(np.asarray(tracker.memory.count)[0]) == 7  # templates of frames 0..6 stored
   np.testing.assert_array_equal(a[0], seqs[0][2])
@@ -95,7 +97,7 @@ def test_tracking_is_deterministic_and_uses_the_memory():
 def test_memory_overflow_is_refused():
   _, _, tracker = _smoke_tracker(batch=1, capacity=3)
   with pytest.raises(ValueError, match="memory full"):
-    trk.track_sequences(tracker, _sequences(1, [6]))
+    loop.track_sequences(tracker, _sequences(1, [6]))
 
 
 def test_step_jit_equals_eager():
@@ -132,7 +134,7 @@ def test_tracker_parity_with_the_original_on_a_synthetic_sequence(stage):
   spec = model_lib.ModelSpec.from_config(config)
   params, _ = convert.torch_to_flax(sd, spec, model_lib.init_params(model_lib.build_model(config),
                                                                     jax.random.key(0)))
-  ours = trk.track_sequences(trk.BatchTracker(config, params, batch=1, capacity=16),
+  ours = loop.track_sequences(trk.BatchTracker(config, params, batch=1, capacity=16),
                              [("s", list(frames), boxes[0])])["s"][0]
   # Float32 logits agree to ~1e-5; boxes in pixels to ~1e-4.
   np.testing.assert_allclose(ours, theirs, atol=1e-3)
@@ -161,9 +163,9 @@ def test_pipelined_loop_gives_the_serial_loops_boxes(tmp_path, batch, threads):
   seqs = _jpeg_sequences(str(tmp_path), [9, 4, 1, 7, 5])
   _, _, tracker = _smoke_tracker(batch=batch)
   serial_order, pipelined_order = [], []
-  serial = trk.track_sequences_serial(tracker, seqs, progress=lambda key, n: serial_order.append(key))
+  serial = serial_tracking.track_sequences_serial(tracker, seqs, progress=lambda key, n: serial_order.append(key))
   log = []
-  pipelined = trk.track_sequences(tracker, seqs, threads=threads, prefetch=3, step_log=log,
+  pipelined = loop.track_sequences(tracker, seqs, threads=threads, prefetch=3, step_log=log,
                                   progress=lambda key, n: pipelined_order.append(key))
   assert pipelined.keys() == serial.keys() == {f"seq{i}" for i in range(5)}
   assert pipelined_order == serial_order  # sequences are handed out in the same (completion) order
@@ -187,7 +189,7 @@ def test_an_unreadable_frame_in_a_worker_names_the_file_and_keeps_finished_seque
   config = load_config("fartrack_sparse")
   done = []
   with pytest.raises(FileNotFoundError, match=f"cannot read image {bad}"):
-    trk.track_sequences(trk.StandInTracker(config, batch=2), seqs, threads=2,
+    loop.track_sequences(serial_tracking.StandInTracker(config, batch=2), seqs, threads=2,
                         on_done=lambda key, boxes, times: done.append((key, len(boxes))))
   assert done == [("seq1", 2), ("seq0", 3)]
   assert not [t for t in threading.enumerate() if t.name.startswith("track")]
@@ -198,7 +200,7 @@ def test_stand_in_tracker_keeps_the_box_in_place():
   # mapping back, the centre stays (to float rounding) and the side is the crop side / search factor.
   config = load_config("fartrack_sparse")
   seqs = _sequences(1, [5])
-  boxes = trk.track_sequences(trk.StandInTracker(config, batch=1), seqs, threads=1)["seq0"][0]
+  boxes = loop.track_sequences(serial_tracking.StandInTracker(config, batch=1), seqs, threads=1)["seq0"][0]
   x, y, w, h = seqs[0][2]
   side = np.ceil(np.sqrt(w * h) * config.test.search_factor) / config.test.search_factor
   np.testing.assert_allclose(boxes[1:, 0] + boxes[1:, 2] / 2, x + w / 2, atol=1e-3)
@@ -216,8 +218,8 @@ def test_host_template_store_gives_the_device_memorys_boxes():
   device = trk.BatchTracker(config, params, batch=2, capacity=32)
   host = trk.BatchTracker(config, params, batch=2, capacity=1, template_store="host")  # no capacity limit
   seqs = _sequences(4, [30, 6, 1, 24])
-  expected = trk.track_sequences_serial(device, seqs)
-  got = trk.track_sequences(host, seqs, threads=2)
+  expected = serial_tracking.track_sequences_serial(device, seqs)
+  got = loop.track_sequences(host, seqs, threads=2)
   assert got.keys() == expected.keys()
   for key in expected:
     np.testing.assert_array_equal(got[key][0], expected[key][0], err_msg=key)

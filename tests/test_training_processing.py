@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from data_pipelines import crops
 from data_pipelines.training import processing
 from tests.helpers import load_config
 
@@ -116,7 +117,7 @@ def test_padding_mask_equals_resizing_the_full_mask():
       w, h = rng.uniform(0.5, 200, 2)
       factor = float(rng.choice([1.0, 2.0, 4.0, 0.37]))
     box = np.float32([rng.uniform(-1.5 * w, width + 0.5 * w), rng.uniform(-1.5 * h, height + 0.5 * h), w, h])
-    side = processing.crop_side(box, factor)
+    side = crops.crop_side(box, factor)
     x1 = round(float(box[0]) + 0.5 * float(box[2]) - side * 0.5)
     y1 = round(float(box[1]) + 0.5 * float(box[3]) - side * 0.5)
     pads = [max(0, -y1), max(y1 + side - height + 1, 0), max(0, -x1), max(x1 + side - width + 1, 0)]

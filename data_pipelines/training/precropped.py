@@ -52,6 +52,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from data_pipelines import crops
 from data_pipelines.training import packed
 from data_pipelines.training import pipeline
 from data_pipelines.training import processing
@@ -245,14 +246,10 @@ class PrecroppedFrame:
     return max(covering, key=lambda i: self.windows[i].density)
 
   def sample_target(self, box, factor: float, output_size: int) -> tuple[np.ndarray, float]:
-    """`crop.sample_target` of the (grayscale, mirrored) frame, sampled from a window.
+    """`crops.sample_target` of the (grayscale, mirrored) frame, sampled from a window.
     Returns `(crop [output_size, output_size, 3] uint8 RGB, resize_factor = output_size / crop_side)`."""
-    x, y, w, h = (float(v) for v in box)
-    side = math.ceil(math.sqrt(w * h) * factor)
-    if side < 1:
-      raise ValueError(f"box {list(box)} is too small to crop (side {side})")
-    x1 = round(x + 0.5 * w - side * 0.5)
-    y1 = round(y + 0.5 * h - side * 0.5)
+    x1, y1, side = crops.crop_window(box, factor)
+    crops.check_croppable(box, side)
     height, width = self.shape[:2]
     # The crop's columns in the stored (unmirrored) frame: mirrored column c is column width - 1 - c.
     left = width - x1 - side if self.mirrored else x1

@@ -31,13 +31,12 @@ in search" crop draws no brightness or flip since its pixels are never made.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import cv2
 import numpy as np
 
-from fartrack_jax.tracking import crop as crop_lib
+from data_pipelines import crops
 
 GRAYSCALE_PROBABILITY = 0.05
 FLIP_PROBABILITY = 0.5
@@ -81,12 +80,6 @@ def transform_image_to_crop(box_in, box_extract, resize_factor: float, crop_size
   return (box_out / size if normalize else box_out).astype(np.float32)
 
 
-def crop_side(box_xywh, factor: float) -> int:
-  """Side of the square crop `sample_target` takes around `box_xywh`; < 1 means the box is too small."""
-  _, _, w, h = (float(v) for v in box_xywh)
-  return math.ceil(math.sqrt(w * h) * factor)
-
-
 def _axis_window(start: int, side: int, length: int) -> tuple[int, int, int]:
   """Along one axis of `sample_target`'s crop [start, start + side) of an image axis of `length` pixels:
   (padded crop length, first image pixel in it, number of image pixels in it).
@@ -120,10 +113,7 @@ def padding_mask(box_to_crop_around_xywh, image_shape, factor: float, output_siz
   resized crop is (or touches) zero padding. Separable (rows | columns): the bilinear weights are
   positive, so a resized pixel of the 2-D mask is non-zero exactly when its row or its column touches
   padding. [output_size, output_size] bool."""
-  x, y, w, h = (float(v) for v in box_to_crop_around_xywh)
-  side = crop_side(box_to_crop_around_xywh, factor)
-  x1 = round(x + 0.5 * w - side * 0.5)
-  y1 = round(y + 0.5 * h - side * 0.5)
+  x1, y1, side = crops.crop_window(box_to_crop_around_xywh, factor)
   rows = _resized_padding(*_axis_window(y1, side, image_shape[0]), output_size)
   cols = _resized_padding(*_axis_window(x1, side, image_shape[1]), output_size)
   return rows[:, None] | cols[None, :]
@@ -133,7 +123,7 @@ def crop_and_box(image: np.ndarray, box_to_crop_around_xywh, box_to_transform_xy
                  output_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """One frame of `processing_utils.jittered_center_crop`.
 
-  The pixels are the test-time crop (`fartrack_jax.tracking.crop.sample_target`): the training
+  The pixels are the test-time crop (`data_pipelines.crops.sample_target`): the training
   `sample_target` makes the same crop and additionally returns the attention mask (True on padding),
   reproduced here by `padding_mask`. The box is normalised by `output_size` (`normalize=True`, as
   `jittered_center_crop` calls it).
@@ -146,7 +136,7 @@ def crop_and_box(image: np.ndarray, box_to_crop_around_xywh, box_to_transform_xy
   if hasattr(image, "sample_target"):  # a pre-cropped frame (`precropped.PrecroppedFrame`)
     crop, resize_factor = image.sample_target(box_to_crop_around_xywh, factor, output_size)
   else:
-    crop, resize_factor = crop_lib.sample_target(image, box_to_crop_around_xywh, factor, output_size)
+    crop, resize_factor = crops.sample_target(image, box_to_crop_around_xywh, factor, output_size)
   box = transform_image_to_crop(box_to_transform_xywh, box_to_crop_around_xywh, resize_factor, output_size,
                                 normalize=True)
   return crop, box, padding_mask(box_to_crop_around_xywh, image.shape, factor, output_size)
@@ -265,7 +255,7 @@ class FrameProcessing:
   def _crops(self, frames, boxes, spec: CropSpec, rng, make_pixels: bool = True):
     """Jitter, size check, crop, per-crop transform, mask checks; None when the original rejects."""
     jittered = [jitter_box(b, rng, spec.center_jitter, spec.scale_jitter) for b in boxes]
-    if any(crop_side(j, spec.factor) < 1 for j in jittered):
+    if any(crops.crop_side(j, spec.factor) < 1 for j in jittered):
       return None
     if not make_pixels:
       masks = [padding_mask(j, f.shape, spec.factor, spec.size) for f, j in zip(frames, jittered)]

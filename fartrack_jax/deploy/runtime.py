@@ -1,7 +1,7 @@
 """The FARTrack tracker on an ONNX export, with numpy, OpenCV and onnxruntime only (no JAX, no PyTorch).
 
 It does what the JAX tracker (`fartrack_jax/tracking/tracker.py`) does, on the host: the same crops
-(`tracking/crop.py`), a template memory of every frame's template crop with the 25 %-pruned keep mask each
+(`data_pipelines/crops.py`), a template memory of every frame's template crop with the 25 %-pruned keep mask each
 got while it was the newest, the same template selection (`tracking/sampling.py`), the same two-way box
 decoding (sparse stage; argmax alone for the frame-level and distill exports) and the same mapping back and
 clipping. Everything it needs to know about the network comes from the file's metadata.
@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
+from data_pipelines import crops as crop_lib
 from fartrack_jax.deploy import metadata as meta_lib
-from fartrack_jax.tracking import crop as crop_lib
 from fartrack_jax.tracking import sampling
 
 ONNXRUNTIME_PIN = "onnxruntime==1.32.0"
@@ -151,7 +151,7 @@ def read_rgb(path: str) -> np.ndarray:
 
 def track_frames(tracker: RuntimeTracker, frames, init_box, read_image=read_rgb):
   """Tracks one sequence (`frames`: paths or RGB arrays). Returns `(boxes [N, 4] float64 xywh, times [N]
-  s)`, frame 0's box being `init_box`; as `tracking.tracker.track_sequences` for one sequence."""
+  s)`, frame 0's box being `init_box`; as `tracking.loop.track_sequences` for one sequence."""
   load = lambda f: read_image(f) if isinstance(f, str) else f
   start = time.perf_counter()
   tracker.initialize(load(frames[0]), init_box)

@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from fartrack_jax import storage
+from fartrack_jax.tracking import loop
 from fartrack_jax.tracking import tracker as trk
 
 
@@ -116,7 +117,7 @@ def evaluate(config, params, sequences, results_dir: str, batch: int = 1, mesh=N
     eta = (total_frames - state["frames"]) / max(fps, 1e-9)
     log(f"[{state['done']}/{len(todo)}] {name}: {len(boxes)} frames | {fps:.1f} frames/s | ETA {eta:.0f} s")
 
-  trk.track_sequences(tracker, ((s.name, s.frames, s.init_box) for s in todo), on_done=on_done,
+  loop.track_sequences(tracker, ((s.name, s.frames, s.init_box) for s in todo), on_done=on_done,
                       threads=threads)
   elapsed = time.perf_counter() - state["start"]
   fps = state["frames"] / max(elapsed, 1e-9)

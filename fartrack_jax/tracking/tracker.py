@@ -1,4 +1,4 @@
-"""The FARTrack trackers: a jitted per-frame step over a device-resident template memory.
+"""The FARTrack trackers on the device: a jitted per-frame step over a device-resident template memory.
 
 Per frame the host sends two uint8 crops (the search crop of this frame around the previous box, and the
 template crop of the previous frame around the previous box) and gets the box back; the template memory,
@@ -20,21 +20,24 @@ What the original's tracker (`lib/test/tracker/fartrack_sparse.py`) does, and th
 The frame-level and distill trackers (`lib/test/tracker/fartrack.py`, `fartrack_distill.py`, for stage-1/2
 checkpoints) are the same without masks, decoding the argmax alone as `bin / (bins - 1) - 0.5`; the config's
 stage picks which.
+
+`loop.track_sequences` drives a tracker over whole sequences (reading and cropping frames on the host while
+the device steps); it is also importable from here, as `read_rgb` is.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from fartrack_jax import model as model_lib
-from fartrack_jax.tracking import crop as crop_lib
+from fartrack_jax.tracking import loop
 from fartrack_jax.tracking import sampling
 
 
@@ -102,7 +105,7 @@ class BatchTracker:
 
   Host protocol per slot: `start(slot, first template crop)` when a sequence begins; then every frame
   `step(...)` with the search crop and (from the second tracked frame on) the previous frame's template
-  crop; the returned crop box goes through `crop.map_box_back` and `crop.clip_box`.
+  crop; the returned crop box goes through `data_pipelines.crops.map_box_back` and `clip_box`.
 
   `template_store="device"` keeps every slot's template memory on the device, `[B, capacity, Hz, Wz, 3]`
   uint8 (about 37 KB per frame and slot); `"host"` keeps it on the host (`capacity` is then no limit) and
@@ -122,7 +125,6 @@ class BatchTracker:
     shape = lambda *d: (batch,) + d
     data_sharding = replicated = None
     if mesh is not None:
-      from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
       if batch % mesh.devices.size:
         raise ValueError(f"batch {batch} does not divide over {mesh.devices.size} devices")
       data_sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
@@ -268,297 +270,6 @@ class BatchTracker:
     return np.asarray(crop_box), np.asarray(keep)
 
 
-class StandInTracker:
-  """`BatchTracker`'s host protocol with the network replaced by an instant answer, for timing the host
-  path alone (decoding, crops, box mapping): every step returns the search crop's centre with the box's
-  area kept as a square, so the box stays put and every crop costs what a real one does."""
-
-  def __init__(self, config, batch: int, capacity: int = 1):
-    self.tc = TrackerConfig.from_config(config, capacity)
-    self.batch = batch
-
-  def start(self, slots_templates) -> None:
-    del slots_templates
-
-  def step_async(self, search, template, append, resize_factor):
-    del search, template, append
-    side = self.tc.search_size / np.asarray(resize_factor, np.float64)  # the crop's side in image pixels
-    size = side / self.tc.search_factor
-    return np.stack([side / 2, side / 2, size, size], axis=-1).astype(np.float32), None
-
-  def step(self, search, template, append, resize_factor):
-    return self.step_async(search, template, append, resize_factor)
-
-
-@dataclasses.dataclass
-class _Slot:
-  """Host state of one running sequence."""
-  key: Any
-  frames: Any
-  index: int = 0
-  box: list = dataclasses.field(default_factory=list)
-  pending_template: np.ndarray | None = None
-  reads: Any = None       # the pipelined loop's `_Reads`
-  image: Any = None       # the pipelined loop's frame being tracked
-  started: float = 0.0
-  boxes: list = dataclasses.field(default_factory=list)
-  times: list = dataclasses.field(default_factory=list)
-
-
-def read_rgb(path: str) -> np.ndarray:
-  import cv2  # pylint: disable=g-import-not-at-top
-  image = cv2.imread(path)
-  if image is None:
-    raise FileNotFoundError(f"cannot read image {path}")
-  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _deliver(slot, results: dict, on_done, progress) -> None:
-  """A finished sequence's boxes and times to `on_done` (or into `results`), then `progress`."""
-  boxes, times = np.asarray(slot.boxes, np.float64), np.asarray(slot.times, np.float64)
-  if on_done is None:
-    results[slot.key] = (boxes, times)
-  else:
-    on_done(slot.key, boxes, times)
-  if progress is not None:
-    progress(slot.key, len(slot.boxes))
-
-
-def track_sequences(tracker: BatchTracker, sequences, on_done=None, read_image=read_rgb, progress=None,
-                    threads: int | None = None, prefetch: int = 2, step_log=None):
-  """Tracks `sequences` (iterable of `(key, frames, init_box)`; frames: paths or arrays) `tracker.batch`
-  at a time, refilling a slot with the next sequence as soon as one ends.
-
-  Calls `on_done(key, boxes [N, 4] float64 xywh, times [N] s)` per finished sequence (in completion order)
-  and returns `{key: (boxes, times)}` when `on_done` is None. Frame 0's box is the initial box; a frame's
-  time is the time between two step results divided by the active sequences.
-
-  Pipelined, with the boxes of `track_sequences_serial` (the same crops of the same frames go into the same
-  steps): a pool of `threads` (default: the CPU count) decodes each sequence's next `prefetch` frames and
-  the first frames of the sequences due next; as soon as a step's boxes arrive, every slot's template crop
-  (of the frame just tracked) and search crop (of the next frame) are cut at once, in the pool and the
-  calling thread (which takes one share, so a step of one or two crops pays no hand-over); the next step
-  is dispatched without waiting for it, and the host hands out finished sequences and queues reads while it
-  runs. A frame that cannot be read raises its error here (naming the file), after the sequences finished
-  before it were handed out. `step_log` gets `(dispatched, ready)` perf_counter times per step.
-  """
-  import collections  # pylint: disable=g-import-not-at-top
-  import time  # pylint: disable=g-import-not-at-top
-  from concurrent import futures  # pylint: disable=g-import-not-at-top
-  tc = tracker.tc
-  tz, tx = tc.template_size, tc.search_size
-  queue = iter(sequences)
-  slots: list[_Slot | None] = [None] * tracker.batch
-  upcoming = collections.deque()   # the next sequences, their first frames being read
-  finished = []                    # sequences to hand out while the next step runs
-  results = {}
-  threads = threads or os.cpu_count() or 1
-  pool = futures.ThreadPoolExecutor(threads, thread_name_prefix="track")
-
-  def load(frame):
-    return read_image(frame) if isinstance(frame, str) else frame
-
-  def top_up():
-    while len(upcoming) < tracker.batch:
-      item = next(queue, None)
-      if item is None:
-        return
-      key, frames, init_box = item
-      reads = _Reads(pool, frames, load)
-      reads.ahead(min(2, len(frames)))
-      upcoming.append((key, frames, init_box, reads))
-
-  def hand_out():
-    while finished:
-      _deliver(finished.pop(0), results, on_done, progress)
-
-  try:
-    top_up()
-    in_flight = None  # (crop boxes of the step running, its active slots, resize factors)
-    last_ready = time.perf_counter()
-    while True:
-      search = np.zeros((tracker.batch, tx, tx, 3), np.uint8)
-      template = np.zeros((tracker.batch, tz, tz, 3), np.uint8)
-      append = np.zeros((tracker.batch,), bool)
-      factors = np.ones((tracker.batch,), np.float64)  # float64 on the host, as the original's Python floats
-      starts = {}
-      crops = []  # (image, box, factor, size, where the crop goes)
-      if in_flight is not None:
-        crop_box, active, step_factors = in_flight
-        crop_boxes = np.asarray(crop_box)
-        ready = time.perf_counter()
-        if step_log is not None:
-          step_log[-1] = (step_log[-1][0], ready)
-        per_frame, last_ready = (ready - last_ready) / len(active), ready
-        for i in active:
-          slot = slots[i]
-          height, width = slot.image.shape[:2]
-          new_box = crop_lib.map_box_back(crop_boxes[i], slot.box, float(step_factors[i]), tx)
-          slot.box = crop_lib.clip_box(new_box, height, width, margin=tc.margin)
-          slot.boxes.append(list(slot.box))
-          slot.times.append(per_frame)
-          slot.index += 1
-          if slot.index == len(slot.frames):
-            finished.append(slot)
-            slots[i] = None
-          else:
-            crops.append((slot.image, slot.box, tc.template_factor, tz, (template, None, i)))
-            append[i] = True
-      new_slots = []
-      for i in range(tracker.batch):
-        while slots[i] is None:
-          top_up()
-          if not upcoming:
-            break
-          key, frames, init_box, reads = upcoming.popleft()
-          slot = _Slot(key, frames, 1, [float(v) for v in init_box])
-          slot.reads, slot.started = reads, time.perf_counter()
-          slot.boxes.append(list(slot.box))
-          first = reads.get(0)
-          if len(frames) == 1:
-            slot.times.append(time.perf_counter() - slot.started)
-            finished.append(slot)
-            continue
-          slots[i] = slot
-          new_slots.append(i)
-          crops.append((first, slot.box, tc.template_factor, tz, (starts, None, i)))
-      active = [i for i, s in enumerate(slots) if s is not None]
-      if not active:
-        break
-      for i in active:
-        slot = slots[i]
-        slot.image = slot.reads.get(slot.index)
-        crops.append((slot.image, slot.box, tc.search_factor, tx, (search, factors, i)))
-      _cut(pool, crops, threads)
-      if new_slots:
-        for i in new_slots:
-          slots[i].times.append(time.perf_counter() - slots[i].started)
-        tracker.start(starts)
-      if step_log is not None:
-        step_log.append((time.perf_counter(), None))
-      crop_box, _ = tracker.step_async(search, template, append, factors)
-      in_flight = (crop_box, active, factors)
-      # While the step runs: hand out finished sequences, read ahead.
-      hand_out()
-      for i in active:
-        slots[i].reads.ahead(slots[i].index + 1 + prefetch)
-      top_up()
-  finally:
-    pool.shutdown(wait=True, cancel_futures=True)
-    hand_out()
-  return results
-
-
-def _cut(pool, crops, threads: int, per_thread: int = 2) -> None:
-  """Cuts `crops` (`(image, box, factor, size, (crops_out, factors_out, index))`) with `crop.sample_target`
-  into their outputs, in up to `threads` shares of at least `per_thread` crops: the calling thread cuts the
-  first share itself, so that a step with a crop or two pays no hand-over to the pool."""
-
-  def cut(share):
-    for image, box, factor, size, (out, factors_out, index) in share:
-      out[index], resize_factor = crop_lib.sample_target(image, box, factor, size)
-      if factors_out is not None:
-        factors_out[index] = resize_factor
-
-  shares = max(1, min(threads, len(crops) // per_thread))
-  bounds = [len(crops) * k // shares for k in range(shares + 1)]
-  jobs = [pool.submit(cut, crops[lo:hi]) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-  cut(crops[bounds[0]:bounds[1]])
-  for job in jobs:
-    job.result()
-
-
-class _Reads:
-  """One sequence's frames, read in the pool ahead of their use."""
-
-  def __init__(self, pool, frames, load):
-    self._pool, self._frames, self._load = pool, frames, load
-    self._jobs = {}
-    self._next = 0
-
-  def ahead(self, end: int) -> None:
-    """Queues the reads of the frames before `end`."""
-    while self._next < min(end, len(self._frames)):
-      self._jobs[self._next] = self._pool.submit(self._load, self._frames[self._next])
-      self._next += 1
-
-  def get(self, index: int):
-    self.ahead(index + 1)
-    return self._jobs.pop(index).result()
-
-
-def track_sequences_serial(tracker: BatchTracker, sequences, on_done=None, read_image=read_rgb,
-                           progress=None, step_log=None):
-  """`track_sequences` in one thread, each step awaited before any host work for the next frame starts:
-  the reference the pipelined loop must match box for box, and the baseline its benchmark compares with.
-  `step_log` gets `(dispatched, ready)` perf_counter times per step."""
-  import time  # pylint: disable=g-import-not-at-top
-  tc = tracker.tc
-  queue = iter(sequences)
-  slots: list[_Slot | None] = [None] * tracker.batch
-  results = {}
-
-  def load(frame):
-    return read_image(frame) if isinstance(frame, str) else frame
-
-  def refill():
-    starts = {}
-    for i in range(tracker.batch):
-      while slots[i] is None:
-        item = next(queue, None)
-        if item is None:
-          break
-        key, frames, init_box = item
-        start = time.perf_counter()
-        image = load(frames[0])
-        z0, _ = crop_lib.sample_target(image, init_box, tc.template_factor, tc.template_size)
-        slot = _Slot(key, frames, 1, [float(v) for v in init_box])
-        slot.boxes.append(list(slot.box))
-        slot.times.append(time.perf_counter() - start)
-        if len(frames) == 1:
-          _deliver(slot, results, on_done, progress)
-          continue
-        slots[i] = slot
-        starts[i] = z0
-    if starts:
-      tracker.start(starts)
-
-  refill()
-  tz, tx = tc.template_size, tc.search_size
-  while any(s is not None for s in slots):
-    start = time.perf_counter()
-    search = np.zeros((tracker.batch, tx, tx, 3), np.uint8)
-    template = np.zeros((tracker.batch, tz, tz, 3), np.uint8)
-    append = np.zeros((tracker.batch,), bool)
-    factors = np.ones((tracker.batch,), np.float64)  # float64 on the host, as the original's Python floats
-    images = {}
-    for i, slot in enumerate(slots):
-      if slot is None:
-        continue
-      image = load(slot.frames[slot.index])
-      images[i] = image
-      search[i], factors[i] = crop_lib.sample_target(image, slot.box, tc.search_factor, tx)
-      if slot.pending_template is not None:
-        template[i], append[i] = slot.pending_template, True
-    dispatched = time.perf_counter()
-    crop_boxes, _ = tracker.step(search, template, append, factors)
-    if step_log is not None:
-      step_log.append((dispatched, time.perf_counter()))
-    elapsed = time.perf_counter() - start
-    active = [i for i, s in enumerate(slots) if s is not None]
-    for i in active:
-      slot = slots[i]
-      image = images[i]
-      height, width = image.shape[:2]
-      new_box = crop_lib.map_box_back(crop_boxes[i], slot.box, float(factors[i]), tx)
-      slot.box = crop_lib.clip_box(new_box, height, width, margin=tc.margin)
-      slot.boxes.append(list(slot.box))
-      slot.times.append(elapsed / len(active))
-      slot.index += 1
-      if slot.index == len(slot.frames):
-        _deliver(slot, results, on_done, progress)
-        slots[i] = None
-      else:
-        slot.pending_template, _ = crop_lib.sample_target(image, slot.box, tc.template_factor, tz)
-    refill()
-  return results
+# The loop that drives a tracker, under the names it had here.
+read_rgb = loop.read_rgb
+track_sequences = loop.track_sequences

@@ -121,7 +121,8 @@ def check_same_model(meta: dict, config, directory: str, step: int) -> None:
   current = config.model.to_dict()
   norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v
   fields = [("stage", meta.get("stage"), config.stage)]
-  fields += [(f"model.{k}", saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))
+  # Fields the config no longer has (unread ones, deleted) cannot make the models differ.
+  fields += [(f"model.{k}", saved.get(k), current.get(k)) for k in sorted(current)
              if k not in ("pretrain_file", "pretrain_pth", "allow_random_init")]
   diffs = [f"{name}: checkpoint {old!r}, config {new!r}" for name, old, new in fields
            if name == "stage" and old is not None and old != new or name != "stage" and norm(old) != norm(new)]

@@ -42,6 +42,18 @@ def read_scalars(workdir: str, prefixes: tuple[str, ...] = ("train/", "val/")) -
           for tag, points in by_tag.items()}
 
 
+def last_logged(workdir: str, prefix: str = "val/") -> dict[str, float]:
+  """`{name: value}` of the scalars `prefix` + name that the last step logging any of them logged (e.g. a
+  finished run's last validation: `trainer.train` validates nothing when resumed at its last step); {} when
+  `workdir` logged none."""
+  scalars = read_scalars(workdir, prefixes=(prefix,))
+  if not scalars:
+    return {}
+  last_step = max(int(steps[-1]) for steps, _ in scalars.values())
+  return {tag[len(prefix):]: float(values[-1]) for tag, (steps, values) in scalars.items()
+          if int(steps[-1]) == last_step}
+
+
 def plot_learning_curves(runs, output_path: str, metrics: tuple[str, ...] = CURVE_METRICS,
                          title: str = "", dpi: int = 80) -> str:
   """One column per run (`runs`: `(label, workdir)` pairs), one row per metric, train and val against the

@@ -9,7 +9,7 @@ The original (`lib/train/base_functions.py::get_optimizer_scheduler_fartrack`) b
 with `torch.optim.AdamW` defaults (betas 0.9/0.999, eps 1e-8) and `weight_decay=train.weight_decay`, decoupled
 and scaled by each group's learning rate, as `optax.adamw` does. `StepLR(step_size=train.lr_drop_epoch)` is
 stepped once per epoch and multiplies by 0.1 (its default gamma: the original never passes
-`train.scheduler.decay_rate`), so in steps: lr(step) = lr * 0.1 ** floor(step / (lr_drop_epoch *
+its TRAIN.SCHEDULER.DECAY_RATE), so in steps: lr(step) = lr * 0.1 ** floor(step / (lr_drop_epoch *
 steps_per_epoch)).
 
 Parameters the forward never reads (MAE's class token and 14x14 positional embedding, the unused template
