@@ -126,14 +126,17 @@ def render_sequence(rng: np.random.Generator, num_frames: int, size: tuple[int, 
   return frames, np.asarray(boxes, dtype=np.float64)
 
 
-def _write_frames(paths: list[str], frames: list[np.ndarray]) -> None:
+def write_frames(paths: list[str], frames: list[np.ndarray]) -> None:
+  """Writes each frame (BGR uint8) as a JPEG at its path, making the folders; OSError naming a path OpenCV
+  could not write."""
   for path, frame in zip(paths, frames):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if not cv2.imwrite(path, frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
       raise OSError(f"cv2.imwrite could not write {path}")
 
 
-def _labels_one_per_line(values: np.ndarray) -> str:
+def one_per_line(values: np.ndarray) -> str:
+  """An integer label file: one value a line."""
   return "".join(f"{int(v)}\n" for v in values)
 
 
@@ -192,12 +195,12 @@ def make_synthetic_dataset(layout: str, root: str, num_sequences: int = 3, num_f
       for name in names:
         seq_dir = os.path.join(root, split, name)
         frames, boxes, hidden = writer.render(name, with_hidden=split == "val")
-        _write_frames([os.path.join(seq_dir, f"{i:08d}.jpg") for i in range(1, num_frames + 1)], frames)
+        write_frames([os.path.join(seq_dir, f"{i:08d}.jpg") for i in range(1, num_frames + 1)], frames)
         if split == "val":
           absent = np.isin(np.arange(num_frames), hidden)
-          write_text_atomic(os.path.join(seq_dir, "absence.label"), _labels_one_per_line(absent))
+          write_text_atomic(os.path.join(seq_dir, "absence.label"), one_per_line(absent))
           # cover.label bins the visible fraction 0..8; the synthetic target is either whole or hidden.
-          write_text_atomic(os.path.join(seq_dir, "cover.label"), _labels_one_per_line(8 * ~absent))
+          write_text_atomic(os.path.join(seq_dir, "cover.label"), one_per_line(8 * ~absent))
         # The GOT-10k toolkit clips boxes to this resolution when scoring.
         write_text_atomic(os.path.join(seq_dir, "meta_info.ini"),
                           f"[METAINFO]\nobject_class: synthetic rectangle\nmotion_class: sinusoidal\n"
@@ -216,7 +219,7 @@ def make_synthetic_dataset(layout: str, root: str, num_sequences: int = 3, num_f
         names.append(name)
     for name in names:
       frames, boxes, _ = writer.render(name)
-      _write_frames([os.path.join(root, "TEST", "frames", name, f"{i}.jpg") for i in range(num_frames)],
+      write_frames([os.path.join(root, "TEST", "frames", name, f"{i}.jpg") for i in range(num_frames)],
                     frames)
       write_text_atomic(os.path.join(root, "TEST", "anno", f"{name}.txt"), format_boxes(boxes[:1]))
       writer.finish_sequence(name, boxes, num_frames)
@@ -228,7 +231,7 @@ def make_synthetic_dataset(layout: str, root: str, num_sequences: int = 3, num_f
     for entry in entries[:num_sequences]:
       seq_dir = os.path.join(root, os.path.dirname(entry.annotation))
       frames, boxes, hidden = writer.render(entry.name, with_hidden=True)
-      _write_frames([os.path.join(seq_dir, "img", f"{i:08d}.jpg") for i in range(1, num_frames + 1)], frames)
+      write_frames([os.path.join(seq_dir, "img", f"{i:08d}.jpg") for i in range(1, num_frames + 1)], frames)
       occluded = np.isin(np.arange(num_frames), hidden).astype(int)
       # LaSOT keeps each per-frame flag file on one comma-separated line.
       write_text_atomic(os.path.join(seq_dir, "full_occlusion.txt"), ",".join(map(str, occluded)) + "\n")
@@ -255,7 +258,7 @@ def make_synthetic_dataset(layout: str, root: str, num_sequences: int = 3, num_f
                          f"{entry.init_omit + 1}")
       frames, boxes, _ = writer.render(entry.name, count)
       numbers = range(entry.first_frame, entry.first_frame + count)
-      _write_frames([os.path.join(root, entry.frame_dir, f"{i:0{entry.zero_pad}d}.jpg") for i in numbers],
+      write_frames([os.path.join(root, entry.frame_dir, f"{i:0{entry.zero_pad}d}.jpg") for i in numbers],
                     frames)
       text = format_boxes(boxes)
       if layout == "nfs":

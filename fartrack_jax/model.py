@@ -538,9 +538,7 @@ def decode_boxes(coord_logits, spec: ModelSpec):
   """
   argmax = jnp.argmax(coord_logits, axis=-1).astype(jnp.float32)
   by_argmax = (argmax + 0.5) / (spec.bins - 1) - 0.5
-  probs = jax.nn.softmax(coord_logits[..., :spec.num_coord_bins].astype(jnp.float32), axis=-1)
-  by_expectation = jnp.sum(probs * bin_centers(spec), axis=-1)
-  return (by_argmax + by_expectation) / 2
+  return (by_argmax + expectation_boxes(coord_logits, spec)) / 2
 
 
 def decode_argmax_boxes(coord_logits, spec: ModelSpec):
@@ -550,7 +548,9 @@ def decode_argmax_boxes(coord_logits, spec: ModelSpec):
 
 
 def expectation_boxes(coord_logits, spec: ModelSpec):
-  """Softmax expectation over the coordinate bins, `[B, 4]` (what the training losses decode)."""
+  """Softmax expectation over the coordinate bins (`bin_centers`, the tracker's grid), `[B, 4, V]` -> `[B, 4]`.
+  The training losses decode over `losses.coordinate_grid`, the original actor's torch.range grid, which is
+  computed in float64 and can differ from this one by a float32 ulp."""
   probs = jax.nn.softmax(coord_logits[..., :spec.num_coord_bins].astype(jnp.float32), axis=-1)
   return jnp.sum(probs * bin_centers(spec), axis=-1)
 

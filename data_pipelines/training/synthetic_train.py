@@ -36,13 +36,13 @@ from __future__ import annotations
 import json
 import os
 
-import cv2
 import numpy as np
 
 from data_pipelines.benchmarks.annotation_files import format_boxes
 from data_pipelines.benchmarks.annotation_files import write_text_atomic
-from data_pipelines.synthetic import JPEG_QUALITY
+from data_pipelines.synthetic import one_per_line
 from data_pipelines.synthetic import render_sequence
+from data_pipelines.synthetic import write_frames
 from data_pipelines.training import layouts
 from data_pipelines.training.datasets import TrainSequence
 
@@ -62,17 +62,6 @@ def _hidden_stretch(num_frames: int) -> np.ndarray:
     start = num_frames // 2
     hidden[start:start + max(2, num_frames // 8)] = True
   return hidden
-
-
-def _write_frames(paths: list[str], frames: list[np.ndarray]) -> None:
-  for path, frame in zip(paths, frames):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if not cv2.imwrite(path, frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
-      raise OSError(f"cv2.imwrite could not write {path}")
-
-
-def _one_per_line(values: np.ndarray) -> str:
-  return "".join(f"{int(v)}\n" for v in values)
 
 
 def _one_line(values: np.ndarray) -> str:
@@ -105,7 +94,7 @@ def _got10k_train(root, rngs, num_sequences, num_frames, size) -> list[TrainSequ
     hidden = _hidden_stretch(num_frames)
     frames, boxes = _render(rngs[i], num_frames, size, hidden)
     paths = [os.path.join(seq_dir, f"{k:08d}.jpg") for k in range(1, num_frames + 1)]
-    _write_frames(paths, frames)
+    write_frames(paths, frames)
     hidden_ids = np.flatnonzero(hidden)
     absence = np.zeros(num_frames, int)
     absence[hidden_ids[len(hidden_ids) // 2:]] = 1  # first half fully covered, the rest absent
@@ -113,8 +102,8 @@ def _got10k_train(root, rngs, num_sequences, num_frames, size) -> list[TrainSequ
     if num_frames > 2 and not hidden[1]:
       cover[1] = 4  # partly covered: still visible
     object_class = GOT10K_CLASSES[i % len(GOT10K_CLASSES)]
-    write_text_atomic(os.path.join(seq_dir, "absence.label"), _one_per_line(absence))
-    write_text_atomic(os.path.join(seq_dir, "cover.label"), _one_per_line(cover))
+    write_text_atomic(os.path.join(seq_dir, "absence.label"), one_per_line(absence))
+    write_text_atomic(os.path.join(seq_dir, "cover.label"), one_per_line(cover))
     # The real files' line order (the original reads object_class from line 6 by position).
     write_text_atomic(os.path.join(seq_dir, "meta_info.ini"),
                       f"[METAINFO]\nurl: synthetic\nbegin: 00:00:00\nend: 00:00:{num_frames // 10:02d}\n"
@@ -156,7 +145,7 @@ def _lasot_train(root, rngs, num_sequences, num_frames, size) -> list[TrainSeque
     hidden = _hidden_stretch(num_frames)
     frames, boxes = _render(rngs[i], num_frames, size, hidden)
     paths = [os.path.join(seq_dir, "img", f"{k:08d}.jpg") for k in range(1, num_frames + 1)]
-    _write_frames(paths, frames)
+    write_frames(paths, frames)
     hidden_ids = np.flatnonzero(hidden)
     occlusion = np.zeros(num_frames, int)
     out_of_view = np.zeros(num_frames, int)
@@ -187,7 +176,7 @@ def _trackingnet_train(root, rngs, num_sequences, num_frames, size) -> list[Trai
     hidden = _hidden_stretch(num_frames)
     frames, boxes = _render(rngs[i], num_frames, size, hidden)
     paths = [os.path.join(root, f"TRAIN_{chunk}", "frames", name, f"{k}.jpg") for k in range(num_frames)]
-    _write_frames(paths, frames)
+    write_frames(paths, frames)
     boxes[hidden] = 0  # target gone: no box
     write_text_atomic(os.path.join(root, f"TRAIN_{chunk}", "anno", f"{name}.txt"), format_boxes(boxes))
     made.append((chunk, name, _sequence("TRACKINGNET", name, paths, boxes, ~hidden, classes.get(name))))
@@ -211,7 +200,7 @@ def _coco(root, rngs, num_sequences, size) -> list[TrainSequence]:
       boxes.append([x + j * strip, y, w, h])
     canvas[:, OBJECTS_PER_IMAGE * strip:] = canvas[:, OBJECTS_PER_IMAGE * strip - 1:OBJECTS_PER_IMAGE * strip]
     path = os.path.join(image_dir, file_name)
-    _write_frames([path], [canvas])
+    write_frames([path], [canvas])
     images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
     for j, box in enumerate(boxes):
       category = COCO_CATEGORIES[(i + j) % len(COCO_CATEGORIES)]
