@@ -13,13 +13,14 @@ folder, and every throughput row reads them. Per variant, on random weights, flo
   - frame: a whole tracked frame at batch 1 in one thread: JPEG decode, two OpenCV crops, the step, the box
     mapped back;
   - throughput: frames/s of `track_sequences` (pipelined, --threads host threads; the first of the list)
-    and of `track_sequences_serial` (today's one-thread loop) over `--num-sequences` sequences for each
-    batch size in --batches, compile excluded, the two alternating `--repeats` times (median). At batch 1,
+    and of `track_sequences_serial` (the one-thread loop, `benchmarks/serial_tracking.py`) over
+    `--num-sequences` sequences for each batch size in --batches, compile excluded, the two alternating
+    `--repeats` times (median). At batch 1,
     `of_step_rate` is frames/s over the step's own rate (1000 / step median ms). `device_idle_ms` is the
     median host time between a step's result and the next dispatch: the device waits at least that long
     per step.
 --host-only: the host path alone (decode, crops, box mapping), the network replaced by an instant stand-in
-(`tracker.StandInTracker`), for each batch and each thread count in --threads (rows
+(`benchmarks/serial_tracking.StandInTracker`), for each batch and each thread count in --threads (rows
 `{"mode": "host", "threads", "frames_per_s"}`; `threads` counts the pool, the calling thread cuts crops
 besides), plus the one-thread loop (`"mode": "host serial"`).
 `frames_per_cpu_s` divides the frames by the process's CPU time (all threads): the rate one core sustains,
