@@ -158,6 +158,29 @@ def run() -> ml_collections.ConfigDict:
   return r
 
 
+def frame_pairs(config: ml_collections.ConfigDict) -> None:
+  """The data and schedule of the frame-level stages (1 and 2): one jittered search crop per sample from LaSOT,
+  GOT-10k (vottrain), COCO17 and TrackingNet, 76,800 samples an epoch for 500 epochs, lr x0.1 after epoch 400,
+  32 samples per process (the original trains on 4 GPUs: --nproc_per_node 4), cross-entropy weight 2 (the
+  actor's hard-coded 'focal' weight) beside the SIoU loss."""
+  d, t = config.data, config.train
+  d.search.center_jitter = 3.5
+  d.search.scale_jitter = 0.5
+  d.search.number = 1
+  d.train.datasets_name = ("LASOT", "GOT10K_vottrain", "COCO17", "TRACKINGNET")
+  d.train.datasets_ratio = (1, 1, 1, 1)
+  d.train.sample_per_epoch = 76800
+  d.val.datasets_name = ("GOT10K_votval",)
+  t.weight_decay = 1e-4
+  t.epoch = 500
+  t.lr_drop_epoch = 400
+  # The global batch (ours) is that of one optimizer step over all devices and hosts; an epoch is
+  # sample_per_epoch // global_batch_size steps.
+  t.batch_size = 32
+  t.global_batch_size = 4 * t.batch_size
+  t.ce_weight = 2.0
+
+
 def steps_per_epoch(config) -> int:
   """Optimizer steps in an epoch: data.train.sample_per_epoch over the global batch (at least 1)."""
   return max(1, config.data.train.sample_per_epoch // config.train.global_batch_size)

@@ -34,26 +34,11 @@ def get_config(arg=None):
   config = common.base("fartrack", options.variant)
   d, t, r = config.data, config.train, config.run
 
-  # Frame pairs sampled up to 300 frames apart (the YAML raises MAX_SAMPLE_INTERVAL from 200), jittered.
+  common.frame_pairs(config)
+  # Frame pairs sampled up to 300 frames apart (the YAML raises MAX_SAMPLE_INTERVAL from 200).
   d.max_gap = 300
-  d.search.center_jitter = 3.5
-  d.search.scale_jitter = 0.5
-  d.search.number = 1
-  d.train.datasets_name = ("LASOT", "GOT10K_vottrain", "COCO17", "TRACKINGNET")
-  d.train.datasets_ratio = (1, 1, 1, 1)
-  d.train.sample_per_epoch = 76800
-  d.val.datasets_name = ("GOT10K_votval",)
-
   t.lr = 4e-4
   t.backbone_multiplier = 0.1
-  t.weight_decay = 1e-4
-  t.epoch = 500
-  t.lr_drop_epoch = 400
-  # Per process: the original trains on 4 GPUs (--nproc_per_node 4). The global batch (ours) is that of one
-  # optimizer step over all devices and hosts; an epoch is sample_per_epoch // global_batch_size steps.
-  t.batch_size = 32
-  t.global_batch_size = 4 * t.batch_size
-  t.ce_weight = 2.0  # The actor's hard-coded cross-entropy ('focal') weight.
 
   r.num_workers = 12  # TRAIN.NUM_WORKER
   r.val_every_steps = 50 * common.steps_per_epoch(config)  # VAL_EPOCH_INTERVAL 50

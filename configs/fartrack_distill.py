@@ -33,24 +33,10 @@ def get_config(arg=None):
   # The original distill backbone emits after blocks 4..11 and extension blocks 0..1, plus the final layer.
   m.logit_layers = tuple(range(4, m.depth))
 
-  # Stage 1's data, with the default MAX_SAMPLE_INTERVAL of 200.
-  d.max_gap = 200
-  d.search.center_jitter = 3.5
-  d.search.scale_jitter = 0.5
-  d.search.number = 1
-  d.train.datasets_name = ("LASOT", "GOT10K_vottrain", "COCO17", "TRACKINGNET")
-  d.train.datasets_ratio = (1, 1, 1, 1)
-  d.train.sample_per_epoch = 76800
-  d.val.datasets_name = ("GOT10K_votval",)
-
+  common.frame_pairs(config)  # stage 1's data and schedule
+  d.max_gap = 200  # the default MAX_SAMPLE_INTERVAL
   t.lr = 4e-5
   t.backbone_multiplier = 1.0
-  t.weight_decay = 1e-4
-  t.epoch = 500
-  t.lr_drop_epoch = 400
-  t.batch_size = 32  # per process, on 4 GPUs in the original
-  t.global_batch_size = 4 * t.batch_size
-  t.ce_weight = 2.0  # The actor's hard-coded cross-entropy ('focal') weight.
 
   r.num_workers = 10  # TRAIN.NUM_WORKER
   r.val_every_steps = 20 * common.steps_per_epoch(config)  # VAL_EPOCH_INTERVAL 20
