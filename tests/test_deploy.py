@@ -19,6 +19,7 @@ from fartrack_jax import parity
 from fartrack_jax.deploy import export
 from fartrack_jax.deploy import metadata
 from fartrack_jax.deploy import runtime
+from fartrack_jax.tracking import loop
 from fartrack_jax.tracking import tracker as trk
 from tests.helpers import init, load_config
 
@@ -127,7 +128,7 @@ def test_runtime_tracker_boxes_equal_the_jax_trackers(smoke_exports, stage):
   jax_tracker = trk.BatchTracker(config, params, batch=1, capacity=32)
   ours = runtime.RuntimeTracker(runtime.OnnxNetwork(path))
   for key, frames, init_box in seqs:
-    expected, _ = trk.track_sequences(jax_tracker, [(key, frames, init_box)])[key]
+    expected, _ = loop.track_sequences(jax_tracker, [(key, frames, init_box)])[key]
     boxes, times = runtime.track_frames(ours, frames, init_box)
     assert boxes.shape == expected.shape == (len(frames), 4) and times.shape == (len(frames),)
     np.testing.assert_allclose(boxes, expected, atol=BOX_TOLERANCE, rtol=0, err_msg=key)
@@ -252,7 +253,7 @@ def test_full_size_runtime_tracker_equals_the_jax_tracker_on_a_synthetic_benchma
   int8 = runtime.RuntimeTracker(runtime.OnnxNetwork(export.quantize_int8(path, str(tmp_path / "int8.onnx"))))
   worst, worst_int8 = 0.0, []
   for seq in sequences:
-    expected, _ = trk.track_sequences(jax_tracker, [(seq.name, seq.frames, seq.ground_truth[0])])[seq.name]
+    expected, _ = loop.track_sequences(jax_tracker, [(seq.name, seq.frames, seq.ground_truth[0])])[seq.name]
     boxes, _ = runtime.track_frames(ours, seq.frames, seq.ground_truth[0])
     worst = max(worst, float(np.abs(boxes - expected).max()))
     worst_int8.append(np.abs(runtime.track_frames(int8, seq.frames, seq.ground_truth[0])[0] - expected))

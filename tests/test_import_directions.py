@@ -59,3 +59,11 @@ def test_the_check_sees_an_upward_import(tmp_path):
   path = tmp_path / "m.py"
   path.write_text("import importlib\nfrom fartrack_jax import model\nimportlib.import_module(f'configs.{x}')\n")
   assert [top for _, top in _imports(str(path))] == ["importlib", "fartrack_jax", "configs"]
+
+
+def test_moved_names_keep_their_old_spelling():
+  from data_pipelines import crops  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.tracking import crop, loop, tracker  # pylint: disable=g-import-not-at-top
+  assert tracker.track_sequences is loop.track_sequences and tracker.read_rgb is loop.read_rgb
+  assert (crop.sample_target, crop.map_box_back, crop.clip_box) == (crops.sample_target, crops.map_box_back,
+                                                                   crops.clip_box)

@@ -18,7 +18,7 @@ _SCRIPT = textwrap.dedent("""
     from configs import fartrack_sparse
     from data_pipelines import synthetic
     from fartrack_jax import model as model_lib
-    from fartrack_jax.tracking import tracker as trk
+    from fartrack_jax.tracking import loop, tracker as trk
     assert jax.device_count() == 8, jax.devices()
     config = fartrack_sparse.get_config("variant=smoke")
     params = model_lib.init_params(model_lib.build_model(config), jax.random.key(0))
@@ -30,8 +30,8 @@ _SCRIPT = textwrap.dedent("""
     mesh = sharding.data_mesh(8)
     sharded = trk.BatchTracker(config, params, batch=8, capacity=16, mesh=mesh)
     assert len(sharded.memory.templates.sharding.device_set) == 8
-    out_sharded = trk.track_sequences(sharded, seqs)
-    out_single = trk.track_sequences(trk.BatchTracker(config, params, batch=1, capacity=16), seqs)
+    out_sharded = loop.track_sequences(sharded, seqs)
+    out_single = loop.track_sequences(trk.BatchTracker(config, params, batch=1, capacity=16), seqs)
     diff = max(float(np.abs(out_sharded[k][0] - out_single[k][0]).max()) for k in out_single)
     print(json.dumps({{"keys": sorted(out_sharded), "max_diff": diff}}))
 """)
