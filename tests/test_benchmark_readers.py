@@ -16,8 +16,8 @@ from data_pipelines.benchmarks.annotation_files import read_boxes
 from data_pipelines.benchmarks.readers import DATASETS
 from data_pipelines.benchmarks.readers import DatasetError
 from data_pipelines.benchmarks.readers import load_dataset
+from tests.conftest import ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_SEQUENCES, NUM_FRAMES, SIZE = 2, 8, (64, 48)
 LAYOUT = {"got10k_val": "got10k", "got10k_test": "got10k", "lasot": "lasot", "lasot_ext": "lasot_ext",
           "trackingnet": "trackingnet", "nfs": "nfs", "uav123": "uav123", "otb": "otb"}
@@ -295,7 +295,7 @@ def test_otb_init_omit_drops_frames_and_rows(tmp_path):
 
 def test_script_writes_a_readable_benchmark(tmp_path):
   root = tmp_path / "nfs"
-  out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_synthetic_dataset.py"),
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_synthetic_dataset.py"),
                         "--layout", "nfs", "--root", str(root), "--num-sequences", "2", "--num-frames", "5",
                         "--size", "40x30", "--seed", "1"], capture_output=True, text=True, check=False)
   assert out.returncode == 0, out.stderr

@@ -15,9 +15,8 @@ import pytest
 
 from fartrack_jax.training import benchmark as train_benchmark
 from fartrack_jax.training import stages
-from tests.helpers import load_config
+from tests.conftest import ROOT, load_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "benchmark_train.py")
 FIELDS = ("config", "variant", "stage", "batch", "dtype", "device", "num_devices", "compile_s", "median_ms",
           "min_ms", "samples_per_s", "flops_per_step", "achieved_tflops", "peak_fraction", "peak_memory_mb")

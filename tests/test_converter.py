@@ -11,12 +11,11 @@ import pytest
 from fartrack_jax import checkpoints
 from fartrack_jax import convert
 from fartrack_jax import model as model_lib
-from tests.helpers import init, load_config
+from tests.conftest import ROOT, init, load_config
 
 torch = pytest.importorskip("torch", reason="the converter's file paths need torch (requirements-torch.txt)")
 
 STAGES = ("fartrack", "fartrack_distill", "fartrack_sparse")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _leaves(tree):

@@ -16,9 +16,7 @@ from fartrack_jax import checkpoints
 from fartrack_jax import convert
 from fartrack_jax.tracking import evaluate
 from fartrack_jax.tracking import video
-from tests.helpers import init, load_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT, init, load_config
 
 
 @pytest.fixture(scope="module")

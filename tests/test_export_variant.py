@@ -12,9 +12,7 @@ import pytest
 from fartrack_jax import checkpoints, convert
 from fartrack_jax import model as model_lib
 from fartrack_jax.training import export
-from tests.helpers import load_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT, load_config
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 from data_pipelines.training import processing
 from fartrack_jax.training import losses
-from tests.helpers import load_config
+from tests.conftest import load_config
 
 
 def _config(stage="fartrack", **train):

@@ -10,10 +10,9 @@ import pytest
 
 from fartrack_jax import convert
 from fartrack_jax import model as model_lib
-from tests.helpers import init, load_config, random_inputs
+from tests.conftest import FIXTURES, init, load_config, random_inputs
 
 STAGES = ("fartrack", "fartrack_distill", "fartrack_sparse")
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 
 @pytest.mark.parametrize("stage", STAGES)

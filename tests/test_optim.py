@@ -7,7 +7,7 @@ import pytest
 from fartrack_jax import config_lib
 from fartrack_jax import model as model_lib
 from fartrack_jax.training import optim
-from tests.helpers import load_config
+from tests.conftest import load_config
 
 
 def _params(config):

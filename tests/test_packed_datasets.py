@@ -21,8 +21,8 @@ from data_pipelines.training import pipeline
 from data_pipelines.training import synthetic_train
 from data_pipelines.training.datasets import build_train_dataset
 from data_pipelines.training.datasets import DatasetError
+from tests.conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 24 frames: the sampler draws only from videos of at least 20 frames.
 NUM_FRAMES, SIZE = 24, (48, 32)
 # training name -> (synthetic layout, number of sequences (COCO: images of OBJECTS_PER_IMAGE objects))

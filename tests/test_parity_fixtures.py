@@ -30,9 +30,8 @@ import pytest
 from fartrack_jax import convert
 from fartrack_jax import model as model_lib
 from fartrack_jax import parity
-from tests.helpers import load_config
+from tests.conftest import FIXTURES, load_config
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 STAGES = ("fartrack", "fartrack_distill", "fartrack_sparse")
 
 

@@ -22,9 +22,9 @@ from data_pipelines.training import synthetic_train
 from data_pipelines.training.datasets import DatasetError
 from fartrack_jax import config_lib
 from fartrack_jax.tracking import crop as crop_lib
+from tests.conftest import ROOT
 from tests import pipeline_fakes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAME = "SYNTHETIC"
 
 

@@ -21,9 +21,7 @@ from fartrack_jax.evaluation import analysis
 from fartrack_jax.tracking import evaluate
 from fartrack_jax.training import curves
 from fartrack_jax.training import trainer
-from tests.helpers import init, load_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT, init, load_config
 
 
 def _small_data(monkeypatch, videos=3, frames=4, val_videos=3, val_frames=4):
@@ -147,6 +145,7 @@ def _track_stage1(workdir, train_root, val_root, stage1_dir, overrides):
   return scores
 
 
+@pytest.mark.slow
 def test_a_short_stage1_run_tracks_held_out_videos_better_than_the_first_box(tmp_path):
   workdir = str(tmp_path)
   train_root, val_root = recipe.make_datasets(workdir, seed=0)

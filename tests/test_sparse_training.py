@@ -2,10 +2,6 @@
 changes nothing, training lowers the loss and resumes exactly, 8 devices equal 1, and the distill checkpoint
 loads into the sparse model through the common checkpoint code."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -17,9 +13,7 @@ from data_pipelines.training import synthetic_train
 from fartrack_jax import checkpoints, convert
 from fartrack_jax import model as model_lib
 from fartrack_jax.training import checkpointing, device_crop, sparse, trainer
-from tests.helpers import load_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT, load_config, run_on_cpu_devices
 
 
 def _clip_batch(config, batch=2, seed=0):
@@ -217,12 +211,9 @@ _SHARDED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sparse_step_on_eight_devices_equals_one(tmp_path, synthetic_root):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", _SHARDED.format(root=ROOT, data=synthetic_root, tmp=str(tmp_path))],
-                        capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result = run_on_cpu_devices(_SHARDED.format(root=ROOT, data=synthetic_root, tmp=str(tmp_path)))
   # Same clips and rng; only reduction order differs (fp32). Explore is argmax-driven, so a flipped argmax
   # would show as a large difference, not a small one.
   assert result["diff"] < 1e-5, result

@@ -13,7 +13,7 @@ from fartrack_jax.tracking import crop as crop_lib
 from fartrack_jax.tracking import sampling
 from fartrack_jax.tracking import tracker as trk
 from data_pipelines import synthetic
-from tests.helpers import init, load_config
+from tests.conftest import init, load_config
 
 
 def test_selection_table_follows_mode1_then_exponential_sampling():

@@ -3,13 +3,12 @@
 XLA_FLAGS must be set before JAX starts, so the comparison runs in a subprocess.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import pytest
+
+from tests.conftest import ROOT, run_on_cpu_devices
+
 
 _SCRIPT = textwrap.dedent("""
     import json, sys
@@ -37,12 +36,9 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sharded_batch_equals_single_device_one_at_a_time():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", _SCRIPT.format(root=ROOT)], capture_output=True, text=True,
-                        env=env, timeout=600, cwd=ROOT)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result = run_on_cpu_devices(_SCRIPT.format(root=ROOT), timeout=600)
   assert result["keys"] == sorted(f"s{i}" for i in range(10))
   # Each device runs a batch-1 slice; boxes agree with the batch-1 tracker to float32 rounding (pixels).
   assert result["max_diff"] < 1e-3

@@ -16,10 +16,8 @@ from data_pipelines.training import clips
 from data_pipelines.training import pipeline
 from data_pipelines.training import sampler
 from data_pipelines.training import synthetic_train
-from tests import helpers
+from tests.conftest import ROOT, load_config
 from tests import pipeline_fakes
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _visible(n, ids):
@@ -295,7 +293,7 @@ def test_invisible_padding_frame_without_a_box_is_redrawn(tmp_path):
 
 
 def test_builders_read_the_config_and_make_synthetic_clips(tmp_path):
-  config = helpers.load_config("fartrack_sparse")  # smoke: T=2, S=4, canvas 96
+  config = load_config("fartrack_sparse")  # smoke: T=2, S=4, canvas 96
   made = synthetic_train.make_synthetic_train_dataset("got10k_train", str(tmp_path / "got10k"), num_sequences=2,
                                                       num_frames=30, size=(160, 120))
   datasets = build.train_datasets_from_config(config, {"synthetic": str(tmp_path / "got10k")},
@@ -310,7 +308,7 @@ def test_builders_read_the_config_and_make_synthetic_clips(tmp_path):
   pick, seq = clips.sample_clip(datasets, np.ones(1), np.random.default_rng([3, 0]), 2, 4, 300, 5, 0.0)
   truth = made[pick.sequence]
   np.testing.assert_allclose(clip["search_boxes"], truth.boxes[list(pick.search_ids)] * 0.6, rtol=1e-6)
-  frame_config = helpers.load_config("fartrack")
+  frame_config = load_config("fartrack")
   frames = build.frame_examples_from_config(frame_config, datasets, seed=1)
   assert (frames.num_templates, frames.max_gap, frames.ratios) == (2, 300, (1.0,))
   assert frames(0)["templates"].shape == (2, 32, 32, 3)

@@ -10,8 +10,7 @@ import time
 
 from data_pipelines.training import synthetic_train
 from fartrack_jax.training import checkpointing
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT
 
 
 def _command(workdir, data_root, max_steps):

@@ -1,9 +1,5 @@
 """The training loop: resume equivalence, the NaN guard, start-time errors, and 8 devices == 1 device."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -12,9 +8,7 @@ import pytest
 
 from fartrack_jax.training import checkpointing, steps, trainer
 from tests import train_fakes
-from tests.helpers import load_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT, load_config, run_on_cpu_devices
 
 
 def _config(max_steps, **run):
@@ -144,12 +138,9 @@ _SHARDED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_eight_devices_and_fsdp_equal_one_device(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", _SHARDED.format(root=ROOT, tmp=str(tmp_path))],
-                        capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result = run_on_cpu_devices(_SHARDED.format(root=ROOT, tmp=str(tmp_path)))
   assert "train.global_batch_size=12 does not divide over the 8 devices" in result["bad_batch"]
   assert result["moved"] > 0
   # Same global batch, same rng: only the reduction order differs between layouts (fp32 rounding).

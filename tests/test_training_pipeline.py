@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from data_pipelines.training import pipeline
+from tests.conftest import ROOT
 from tests import pipeline_fakes
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _examples(tmp_path, seed=0, corrupt=()):

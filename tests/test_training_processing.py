@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.training import processing
-from tests.helpers import load_config
+from tests.conftest import load_config
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
