@@ -20,10 +20,8 @@ from fartrack_jax.deploy import export
 from fartrack_jax.deploy import metadata
 from fartrack_jax.deploy import runtime
 from fartrack_jax.tracking import tracker as trk
-from tests.helpers import init, load_config
+from tests.conftest import FIXTURES, ROOT, init, load_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 STAGES = ("fartrack", "fartrack_distill", "fartrack_sparse")
 LOGIT_TOLERANCE = 1e-4  # fp32 parity, as scripts/parity_check.py
 BOX_TOLERANCE = 0.05    # px: the runtime tracker against the JAX tracker
@@ -132,10 +130,60 @@ def test_runtime_tracker_boxes_equal_the_jax_trackers(smoke_exports, stage):
     assert boxes.shape == expected.shape == (len(frames), 4) and times.shape == (len(frames),)
     np.testing.assert_allclose(boxes, expected, atol=BOX_TOLERANCE, rtol=0, err_msg=key)
     assert np.ptp(boxes[:, :2], axis=0).max() > 1.0  # the boxes move: not a constant to agree on
+    assert ours.count == len(frames) - 1  # one template per frame but the last, as the JAX tracker's memory
     if stage == "fartrack_sparse":
       # Every stored template but the newest carries the pruned mask it got while it was the newest.
-      assert len(ours.templates) == len(frames) - 1
-      assert all(not m.all() for m in ours.masks[:-1]) and ours.masks[-1].all()
+      assert all(not ours.masks[i].all() for i in ours.templates if i < ours.count - 1)
+      assert ours.count - 1 not in ours.masks
+
+
+class _JittedNetwork:
+  """The runtime tracker's network interface (`meta`, `sparse`, `net(templates, search, token_mask)`) on the
+  jitted forward the ONNX file is exported from: the ONNX export of a 5-template model costs a minute here,
+  and the ONNX-equals-JAX comparison is the test above's."""
+
+  def __init__(self, config, params):
+    self.meta = metadata.from_config(config)
+    self.sparse = config.stage == "fartrack_sparse"
+    self.forward = jax.jit(export.tracking_forward(config, params))
+
+  def __call__(self, templates, search, token_mask=None):
+    logits, keep = self.forward(templates, search, token_mask)
+    return np.asarray(logits), np.asarray(keep)
+
+
+def test_runtime_template_memory_keeps_only_what_the_selection_can_pick_and_the_boxes_stay():
+  # Five template slots (the released models' count), so the exponential selection picks from the middle
+  # of the history; the JAX tracker's device memory keeps every template, so it is the unpruned reference.
+  config = load_config("fartrack_sparse")
+  _, params = init(config, seed=5)
+  # Only `identity` has a row per template (and one for the search region): widen it instead of a second
+  # initialisation (op by op, a minute of compiling on a loaded 2-core machine).
+  config.data.template.number = 5
+  identity = np.random.default_rng(5).normal(0, 0.02, (1, 6, config.model.embed_dim)).astype(np.float32)
+  params = {**params, "identity": identity}
+  [(key, frames, init_box)] = _synthetic_sequences([120])
+  expected, _ = trk.track_sequences(trk.BatchTracker(config, params, batch=1, capacity=128),
+                                    [(key, frames, init_box)])[key]
+  ours = runtime.RuntimeTracker(_JittedNetwork(config, params))
+  stored, checked = [], 0
+  ours.initialize(frames[0], init_box)
+  boxes = [list(ours.box)]
+  for frame in frames[1:]:
+    boxes.append(ours.track(frame))
+    stored.append(len(ours.templates))
+    # What any later frame may select: the first template and everything from the second slot's index
+    # on (the slots' indices int((S - 1) * (1 - 0.7 ** i)) never decrease as S grows).
+    if ours.count >= 5:
+      second = int((ours.count - 1) * (1 - 0.7))
+      assert sorted(ours.templates) == [0] + list(range(second, ours.count)), ours.count
+      checked += 1
+  np.testing.assert_allclose(np.asarray(boxes), expected, atol=BOX_TOLERANCE, rtol=0)
+  assert np.ptp(np.asarray(boxes)[:, :2], axis=0).max() > 1.0
+  assert checked == len(frames) - 5 and ours.count == len(frames) - 1
+  # 30 % of the history is gone: 119 templates seen, 85 kept (0 and 35..118), their masks alongside.
+  assert stored[-1] == 85 and max(stored) == 85
+  assert set(ours.masks) == set(ours.templates) - {ours.count - 1}
 
 
 def test_runtime_imports_no_jax_flax_or_torch(smoke_exports, tmp_path):
