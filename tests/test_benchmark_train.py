@@ -52,6 +52,7 @@ def _hand_matmul_flops(config, batch):
   return batch * (3 * ((m.depth - 1) * block + last + logits) + 2 * patch_embed)
 
 
+@pytest.mark.slow
 def test_smoke_row_on_two_devices_writes_every_field(tmp_path):
   out = tmp_path / "rows.json"
   result = _script("--configs", "fartrack:smoke", "--steps", "2", "--warmup", "1", "--fsdp", "2",

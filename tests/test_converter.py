@@ -186,6 +186,7 @@ def _run_script(*args):
                         capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_converts_and_refuses_with_a_clear_message(tmp_path):
   from fartrack_jax import torch_io
   config = load_config("fartrack_distill")
@@ -206,6 +207,7 @@ def test_cli_converts_and_refuses_with_a_clear_message(tmp_path):
   assert not os.path.exists(tmp_path / "out2")  # nothing half-written
 
 
+@pytest.mark.slow
 def test_to_torch_reads_a_training_workdir_or_its_checkpoints_folder(tmp_path):
   from fartrack_jax import torch_io
   from fartrack_jax.training import checkpointing, trainer

@@ -48,6 +48,7 @@ def _python(code, *args, env_extra=None):
 
 
 @pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.slow
 def test_onnx_export_reproduces_the_originals_outputs_on_the_parity_fixtures(stage, tmp_path):
   # The fixtures hold the original PyTorch model's outputs (reduced width, real token geometry): the ONNX
   # export of the converted weights under onnxruntime must give them to 1e-4, with identical keep masks.
@@ -83,6 +84,7 @@ def test_onnx_metadata_holds_what_the_tracker_needs(smoke_exports):
   assert batch_dim.dim_param and not batch_dim.dim_value  # dynamic batch
 
 
+@pytest.mark.slow
 def test_stablehlo_export_equals_the_jitted_forward_and_loads_without_model_code(tmp_path):
   config = load_config("fartrack_sparse")
   _, params = init(config, seed=1)

@@ -103,6 +103,7 @@ def _run(script, *args):
                         text=True, cwd=ROOT, timeout=600)
 
 
+@pytest.mark.slow
 def test_track_video_script_writes_boxes_and_mp4(smoke, tmp_path):
   config, params = smoke
   frames, boxes = synthetic.render_sequence(np.random.default_rng(0), 6, (96, 72))
@@ -130,6 +131,7 @@ def test_track_video_script_writes_boxes_and_mp4(smoke, tmp_path):
   assert unreadable.returncode != 0 and "broken.mp4" in unreadable.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_script_stops_at_an_unreadable_frame_resumes_and_writes_json(smoke, tmp_path):
   # The third sequence's 4th frame is not an image: the run ends with one error line naming it, the two
   # sequences tracked before it are written; with the frame repaired, a rerun tracks only the third and

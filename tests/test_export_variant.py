@@ -67,6 +67,7 @@ def test_export_refuses_a_deeper_depth_and_an_existing_output(tmp_path, distille
     export.export_variant(path, config, 6, out)
 
 
+@pytest.mark.slow
 def test_script_exports_and_reports_errors(tmp_path, distilled_tiny):
   _, _, path = distilled_tiny
   script = os.path.join(ROOT, "scripts", "export_variant.py")

@@ -120,7 +120,7 @@ def _example(index):
   return {"index": np.int64(index)}
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 2: worker processes
 def test_processes_read_disjoint_examples_and_continue_on_another_count(workers):
   """The examples of one global batch: process i of n reads indices i::n, so the processes' shares are
   disjoint and together the single process's batch; after a restart on another process count each process

@@ -72,6 +72,7 @@ def test_incomplete_cluster_flags_are_refused():
   assert distributed.initialize("false") is False
 
 
+@pytest.mark.slow
 def test_an_unwritable_workdir_fails_before_the_first_step(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
@@ -83,6 +84,7 @@ def test_an_unwritable_workdir_fails_before_the_first_step(tmp_path):
   assert "is not writable" in _one_error_line(out.stderr)
 
 
+@pytest.mark.slow
 def test_resume_with_another_model_is_refused_by_name(tmp_path):
   config = load_config("fartrack", "smoke")
   config.data.train.sample_per_epoch = 64

@@ -168,6 +168,7 @@ def test_frame_examples_over_packed_equal_those_over_native(built):
   assert len(searches) > 3  # different frames were drawn
 
 
+@pytest.mark.slow
 def test_packed_dataset_pickles_into_grain_workers(built, monkeypatch):
   roots, data_dir = built
   dataset = packed.PackedTrainDataset("LASOT", data_dir)

@@ -123,6 +123,7 @@ def test_normalisation_table_equals_the_elementwise_path_to_the_bit():
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
+@pytest.mark.slow
 def test_grain_batches_same_for_workers_shards_and_resume(built, monkeypatch):
   config, _, fast, _, _ = built
   examples = build.frame_examples_from_config(config, fast, seed=2)
@@ -185,6 +186,7 @@ def _script(*args):
                         capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_build_script_cuts_crops_in_worker_processes_with_a_progress_bar(built, tmp_path):
   _, _, fast, root, _ = built
   data_dir = str(tmp_path / "tfds")

@@ -56,6 +56,7 @@ def test_first_box_results_repeat_the_first_box(tmp_path):
     np.testing.assert_array_equal(boxes, np.repeat(seq.ground_truth[:1], 5, axis=0))
 
 
+@pytest.mark.slow
 def test_learning_curves_are_what_the_trainer_logged(tmp_path):
   from tests import train_fakes
   config = recipe.stage_config("fartrack", str(tmp_path), "unused", steps=6)
@@ -174,6 +175,7 @@ def test_stage1_tracks_held_out_videos_better_than_the_first_box(tmp_path):
   assert scores["fartrack_jax"]["AO"] >= scores["first_box"]["AO"] + LEARNING_TEST_MARGIN, scores
 
 
+@pytest.mark.slow
 def test_recipe_runs_every_stage_and_reports_scores_curves_and_video(tmp_path, monkeypatch):
   _small_data(monkeypatch, videos=2, frames=20, val_videos=2, val_frames=6)
   lines = []

@@ -145,6 +145,7 @@ def _sparse_config(root, max_steps, lr=4e-6):
   return config
 
 
+@pytest.mark.slow
 def test_sparse_training_resumes_exactly(tmp_path, synthetic_root):
   trainer.train(_sparse_config(synthetic_root, 6), str(tmp_path / "a"), async_checkpoints=False)
   trainer.train(_sparse_config(synthetic_root, 3), str(tmp_path / "b"), async_checkpoints=False)
@@ -158,6 +159,7 @@ def test_sparse_training_resumes_exactly(tmp_path, synthetic_root):
   assert max(float(np.abs(x - y).max()) for x, y in zip(leaves(start), leaves(b))) > 0
 
 
+@pytest.mark.slow
 def test_sparse_training_lowers_the_loss(tmp_path, synthetic_root):
   trained = trainer.train(_sparse_config(synthetic_root, 25, lr=2e-3), str(tmp_path / "t"), async_checkpoints=False)
   untrained = trainer.train(_sparse_config(synthetic_root, 1, lr=0.0), str(tmp_path / "u"), async_checkpoints=False)

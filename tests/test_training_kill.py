@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from data_pipelines.training import synthetic_train
 from fartrack_jax.training import checkpointing
 from tests.conftest import ROOT
@@ -21,6 +23,7 @@ def _command(workdir, data_root, max_steps):
           "--config.run.val_every_steps=100000", "--config.run.keep_checkpoints=2"]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path):
   data_root = str(tmp_path / "got10k")
   synthetic_train.make_synthetic_train_dataset("got10k_train", data_root, num_sequences=3, num_frames=24)

@@ -46,6 +46,7 @@ def test_resume_gives_the_same_params_as_an_uninterrupted_run(tmp_path):
   assert _max_diff(params_5, params_b) > 0
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(tmp_path):
   def config_with(lr, steps_):
     config = _config(steps_, checkpoint_every_steps=100)

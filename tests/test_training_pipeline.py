@@ -50,6 +50,7 @@ def test_resume_from_iterator_state_continues_with_the_next_batch(tmp_path):
   _equal(_take(resumed, 3), expected)
 
 
+@pytest.mark.slow
 def test_worker_count_does_not_change_the_data(tmp_path, monkeypatch):
   # Workers import tests.pipeline_fakes by name: put the repository root on their path.
   monkeypatch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
