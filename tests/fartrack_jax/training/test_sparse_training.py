@@ -195,7 +195,7 @@ _SHARDED = textwrap.dedent("""
     import jax, numpy as np
     assert jax.device_count() == 8
     from fartrack_jax.training import checkpointing, trainer
-    from tests.test_sparse_training import _sparse_config
+    from tests.fartrack_jax.training.test_sparse_training import _sparse_config
     out = {{}}
     for name, devices in (("one", 1), ("eight", 8)):
       config = _sparse_config({data!r}, 2, lr=1e-3)

@@ -110,7 +110,7 @@ _SHARDED = textwrap.dedent("""
     import jax, numpy as np
     assert jax.device_count() == 8
     from tests import train_fakes
-    from tests.test_training_loop import _config
+    from tests.fartrack_jax.training.test_training_loop import _config
     from fartrack_jax.training import checkpointing, steps, trainer
     mesh = steps.make_train_mesh(1)
     try:
@@ -151,7 +151,7 @@ def test_eight_devices_and_fsdp_equal_one_device(tmp_path):
 
 def test_stage1_starts_from_mae_weights_in_a_pth_tar(tmp_path):
   torch = pytest.importorskip("torch", reason="torch (requirements-torch.txt) reads .pth.tar files")
-  from tests.test_converter import _fake_mae  # pylint: disable=g-import-not-at-top
+  from tests.fartrack_jax.test_converter import _fake_mae  # pylint: disable=g-import-not-at-top
   from fartrack_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   config = load_config("fartrack", "smoke")
   config.model.pretrain_grid = 14  # the MAE ViT's 14 x 14 positional grid, as in the real configs
