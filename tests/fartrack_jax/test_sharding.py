@@ -1,5 +1,5 @@
 """The device mesh of evaluation (`fartrack_jax/sharding.py`) on this process's devices; the 8-device
-comparison runs in tests/test_tracker_sharded.py (slow tier)."""
+comparison runs in tests/fartrack_jax/tracking/test_tracker_sharded.py (slow tier)."""
 
 import jax
 import numpy as np
