@@ -9,10 +9,11 @@ from ml_collections import config_flags
 import pytest
 
 from fartrack_jax import config_lib
+from tests.conftest import ROOT
 
 STAGES = ("fartrack", "fartrack_distill", "fartrack_sparse")
 VARIANTS = ("tiny", "nano", "pico", "smoke")
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIGS = os.path.join(ROOT, "configs")
 
 
 def get_config(stage, arg=None):

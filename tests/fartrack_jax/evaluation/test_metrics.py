@@ -16,6 +16,7 @@ import pytest
 
 from fartrack_jax.evaluation import analysis
 from fartrack_jax.evaluation import metrics
+from tests.conftest import ROOT
 
 TOL = 1e-9
 BOX = [0.0, 0.0, 10.0, 10.0]
@@ -396,9 +397,8 @@ def test_got10k_test_with_synthetic_full_ground_truth_is_scored(tmp_path):
 def test_analyze_script_prints_table_and_writes_json(tmp_path):
   root, perfect, shifted = two_lasot_trackers(tmp_path)
   json_path = str(tmp_path / "script.json")
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = subprocess.run(
-      [sys.executable, os.path.join(repo, "scripts", "analyze.py"), "--dataset", "lasot", "--data-root", root,
+      [sys.executable, os.path.join(ROOT, "scripts", "analyze.py"), "--dataset", "lasot", "--data-root", root,
        "--results-dir", perfect, "--results-dir", shifted, "--names", "P1,S1", "--json", json_path],
       capture_output=True, text=True, check=True, timeout=120)
   assert "P1" in out.stdout and "S1" in out.stdout and "AUC" in out.stdout
