@@ -13,7 +13,7 @@ The original runs on the CPU with run-time adjustments made in this process only
 the original"); your checkout is not modified. Needs torch, timm (--no-deps), easydict, pyyaml, einops.
 
 --write-fixture PATH stores the original's weights (float16-valued), inputs and outputs as a CI fixture
-instead of comparing (see tests/test_parity_fixtures.py for the commands that made ours).
+instead of comparing (see tests/fartrack_jax/test_parity_fixtures.py for the commands that made ours).
 """
 
 import json

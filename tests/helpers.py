@@ -1,25 +1,3 @@
-"""Shared test helpers: config loading and tiny inputs."""
+"""The shared test helpers live in tests/conftest.py; this name stays importable for tests written against it."""
 
-import importlib
-
-import jax
-import numpy as np
-
-from fartrack_jax import model as model_lib
-
-
-def load_config(stage: str, arg: str = "variant=smoke"):
-  return importlib.import_module(f"configs.{stage}").get_config(arg)
-
-
-def random_inputs(spec: model_lib.ModelSpec, batch: int = 2, seed: int = 0):
-  rng = np.random.default_rng(seed)
-  templates = rng.standard_normal(
-      (batch, spec.num_templates, spec.template_size, spec.template_size, 3)).astype(np.float32)
-  search = rng.standard_normal((batch, spec.search_size, spec.search_size, 3)).astype(np.float32)
-  return templates, search
-
-
-def init(config, seed: int = 0):
-  net = model_lib.build_model(config, "float32")
-  return net, model_lib.init_params(net, jax.random.key(seed))
+from tests.conftest import FIXTURES, ROOT, init, load_config, random_inputs, run_on_cpu_devices  # pylint: disable=unused-import

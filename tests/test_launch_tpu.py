@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT
+
 SCRIPT = os.path.join(ROOT, "scripts", "launch_tpu.sh")
 TIMEOUT_S = 30
 

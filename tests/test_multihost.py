@@ -23,9 +23,8 @@ from fartrack_jax import convert
 from fartrack_jax import distributed
 from fartrack_jax.tracking import evaluate
 from fartrack_jax.training import checkpointing
-from tests.helpers import init, load_config
+from tests.conftest import ROOT, init, load_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOL = 1e-5
 TIMEOUT_S = 600
 
@@ -80,6 +79,7 @@ def assert_states_close(a, b, what):
   return worst
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_and_restart_on_other_topologies(tmp_path, data_root):
   """Stage 1: 2 processes x 4 devices with params sharded over all 8 (fsdp=8, across both processes) end
   step 2 with the state of 1 process x 8 devices; that checkpoint restarted as 1 process x 8 devices
@@ -120,7 +120,7 @@ def _example(index):
   return {"index": np.int64(index)}
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 2: worker processes
 def test_processes_read_disjoint_examples_and_continue_on_another_count(workers):
   """The examples of one global batch: process i of n reads indices i::n, so the processes' shares are
   disjoint and together the single process's batch; after a restart on another process count each process
@@ -156,6 +156,7 @@ def test_local_job_commands_give_each_process_its_flags_and_devices():
   assert all("--xla_force_host_platform_device_count=2" in env["XLA_FLAGS"].split() for _, env in jobs)
 
 
+@pytest.mark.slow
 def test_killed_process_stops_the_others_and_the_launch_resumes(tmp_path, data_root):
   """SIGKILL of process 1 mid-run: process 0 ends by itself (no launcher to stop it, as on a slice) within the
   watch timeout (half of --heartbeat_timeout_s) with one error line naming process 1; the same launch started
@@ -213,6 +214,7 @@ def test_process_share_is_disjoint_balanced_and_complete():
   assert evaluate.process_share(sequences, 0, 1) == sequences
 
 
+@pytest.mark.slow
 def test_evaluation_under_the_launcher_equals_one_process_and_resumes(tmp_path):
   """2 processes x 2 devices track disjoint shares into one results dir; the boxes files are those of one
   process x 2 devices, and a rerun after losing one result tracks only that sequence."""
@@ -242,6 +244,7 @@ def test_evaluation_under_the_launcher_equals_one_process_and_resumes(tmp_path):
   assert log.count("already complete") == 2 and "tracked 1 sequences" in log, log[-3000:]
 
 
+@pytest.mark.slow
 def test_stage3_two_processes_equal_one(tmp_path, data_root):
   """Stage 3 (sparse clips): 2 processes x 4 devices end step 2 with the state of 1 process x 8 devices."""
   more = ["--config.train.global_batch_size=8"]
@@ -267,6 +270,7 @@ print("ended quietly", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_the_jobs_own_shutdown_is_not_a_lost_peer(tmp_path):
   """After a normal end (mark_finished, then `jax.distributed.shutdown` as JAX does at exit) the peer watcher
   must stop instead of reporting "the coordinator stopped answering" and exiting 1: a finished evaluation

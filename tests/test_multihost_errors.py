@@ -13,9 +13,7 @@ from fartrack_jax import distributed
 from fartrack_jax import storage
 from fartrack_jax.training import checkpointing, trainer
 from tests import train_fakes
-from tests.helpers import load_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT, load_config
 
 
 def _train_command(workdir, *more):
@@ -30,6 +28,7 @@ def _one_error_line(stderr):
   return errors[0]
 
 
+@pytest.mark.slow
 def test_a_process_that_never_joins_is_reported_after_the_timeout(tmp_path):
   port = distributed.free_port()
   started = time.monotonic()
@@ -43,6 +42,7 @@ def test_a_process_that_never_joins_is_reported_after_the_timeout(tmp_path):
   assert time.monotonic() - started < 120
 
 
+@pytest.mark.slow
 def test_disagreeing_num_processes_stops_both(tmp_path):
   port = distributed.free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -72,6 +72,7 @@ def test_incomplete_cluster_flags_are_refused():
   assert distributed.initialize("false") is False
 
 
+@pytest.mark.slow
 def test_an_unwritable_workdir_fails_before_the_first_step(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
@@ -83,6 +84,7 @@ def test_an_unwritable_workdir_fails_before_the_first_step(tmp_path):
   assert "is not writable" in _one_error_line(out.stderr)
 
 
+@pytest.mark.slow
 def test_resume_with_another_model_is_refused_by_name(tmp_path):
   config = load_config("fartrack", "smoke")
   config.data.train.sample_per_epoch = 64

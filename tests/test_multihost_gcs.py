@@ -15,9 +15,12 @@ import pytest
 
 from data_pipelines import synthetic
 from data_pipelines.training import synthetic_train
+from tests.conftest import ROOT
 from tests import gcs_emulator
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A storage server and several processes: the slow tier.
+pytestmark = pytest.mark.slow
+
 BUCKET = "fartrack-test"
 
 

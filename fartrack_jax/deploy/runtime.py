@@ -5,6 +5,12 @@ It does what the JAX tracker (`fartrack_jax/tracking/tracker.py`) does, on the h
 got while it was the newest, the same template selection (`tracking/sampling.py`), the same two-way box
 decoding (sparse stage; argmax alone for the frame-level and distill exports) and the same mapping back and
 clipping. Everything it needs to know about the network comes from the file's metadata.
+
+The template memory holds only what the selection can still pick, as the JAX tracker's host store
+(`BatchTracker(template_store="host")`): the selected indices never decrease as the memory grows, so once
+`T` templates exist everything between the first template and the second slot's index is dropped. That is
+about 30 % of the history (a 30 fps video grows it by about 2.8 GB an hour instead of 4.1 GB), and no box
+changes: any index at or above the second slot's may still be picked later, so keeping less would.
 """
 
 from __future__ import annotations
@@ -95,7 +101,12 @@ def normalize(crops_u8: np.ndarray, meta: dict) -> np.ndarray:
 
 class RuntimeTracker:
   """One sequence at a time: `initialize(image, box)`, then `track(image) -> box` per frame (RGB uint8
-  images, boxes x, y, w, h in pixels). The template memory grows by one crop per frame, as the original's."""
+  images, boxes x, y, w, h in pixels).
+
+  The original stores every frame's template crop; this stores those the selection can still pick:
+  `templates` maps a frame's index to its crop, `masks` the index of every template but the newest to its
+  25 %-pruned keep mask, `count` is how many templates the original would hold.
+  """
 
   def __init__(self, network: OnnxNetwork):
     self.net = network
@@ -104,8 +115,10 @@ class RuntimeTracker:
   def initialize(self, image: np.ndarray, box) -> None:
     m = self.meta
     crop, _ = crop_lib.sample_target(image, box, m["template_factor"], m["template_size"])
-    self.templates = [crop]
-    self.masks = [np.ones((m["tokens_per_template"],), bool)]
+    self.templates = {0: crop}
+    self.masks = {}
+    self.count = 1
+    self.min_kept = 1  # the lowest index above 0 still stored
     self.box = [float(v) for v in box]
     self.pending_template = None
     self.pending_mask = np.ones((m["tokens_per_template"],), bool)
@@ -115,16 +128,21 @@ class RuntimeTracker:
     search, factor = crop_lib.sample_target(image, self.box, m["search_factor"], m["search_size"])
     if self.pending_template is not None:
       # The previous newest template keeps the mask it got from the last forward (its 25 %-pruned one).
-      self.masks[-1] = self.pending_mask
-      self.templates.append(self.pending_template)
-      self.masks.append(np.ones((m["tokens_per_template"],), bool))
-    count = len(self.templates)
+      self.masks[self.count - 1] = self.pending_mask
+      self.templates[self.count] = self.pending_template
+      self.count += 1
+    count = self.count
     slots = sampling.selection_row(count, m["num_templates"], m["sampling_base"])
     templates = normalize(np.stack([self.templates[i] for i in slots]), m)[None]
+    slot_masks = [self.masks[i] if i < count - 1 else np.ones((m["tokens_per_template"],), bool) for i in slots]
+    if count >= m["num_templates"]:
+      # The second slot's index is the smallest above 0 that this or any later selection picks.
+      for i in range(self.min_kept, slots[1]):
+        del self.templates[i]
+        self.masks.pop(i, None)
+      self.min_kept = max(self.min_kept, slots[1])
     token_mask = None
     if self.net.sparse:
-      slot_masks = [self.masks[i] if i < count - 1 else np.ones((m["tokens_per_template"],), bool)
-                    for i in slots]
       rest = np.ones((m["num_search_tokens"] + 4,), bool)
       token_mask = np.concatenate(slot_masks + [rest])[None]
     logits, keep = self.net(templates, normalize(search, m)[None], token_mask)
