@@ -75,6 +75,13 @@ _HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "proxy
                           "transfer-encoding", "upgrade", "expect", "content-length"})
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+  """A client that drops its connection (a process that exits) is no error of the relay's."""
+
+  def handle_error(self, request, client_address):
+    del request, client_address
+
+
 class _CountingRelay:
   """An HTTP server on its own port that counts every request it passes on to the emulator (after
   `delay_s`); one per client, so the counts say which client sent what."""
@@ -144,7 +151,7 @@ class _CountingRelay:
 
       do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _relay
 
-    self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    self.server = _QuietServer(("127.0.0.1", 0), Handler)
     self.server.daemon_threads = True
     self.port = self.server.server_address[1]
     threading.Thread(target=self.server.serve_forever, daemon=True).start()
