@@ -202,8 +202,9 @@ class Bucket:
     import json  # pylint: disable=g-import-not-at-top
     import subprocess  # pylint: disable=g-import-not-at-top
     script = os.path.join(cli.repo_root(), "tests", "gcs_emulator.py")
-    self.process = subprocess.Popen([sys.executable, script, f"--delay_ms={delay_ms}"], stdout=subprocess.PIPE,
-                                    text=True)
+    # It stops when its stdin closes: when this process exits, whatever way (after the clients' own exit work).
+    self.process = subprocess.Popen([sys.executable, script, f"--delay_ms={delay_ms}"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
     line = self.process.stdout.readline()
     if not line:
       raise RuntimeError(f"{script} did not start (exit status {self.process.wait()})")
@@ -215,10 +216,6 @@ class Bucket:
     sys.path.insert(0, cli.repo_root())
     from tests import gcs_emulator  # pylint: disable=g-import-not-at-top
     return sum(gcs_emulator.requests_from_env(self.env).values())
-
-  def close(self):
-    self.process.terminate()
-    self.process.wait(timeout=30)
 
 
 def frame_datasets(config, roots: dict, cache_dir: str, data_path: str, tfds_dir: str | None):
@@ -367,8 +364,6 @@ def main(argv):
           if row["pipeline"] == "frame" and row["data_path"] == "precropped":
             row["exactness"] = comparison  # in the JSON
   finally:
-    if bucket is not None:
-      bucket.close()
     if _DATA_DIR.value is None:
       shutil.rmtree(data_dir, ignore_errors=True)
   print()

@@ -312,6 +312,8 @@ def main() -> None:
     print(json.dumps(server.env), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if not sys.stdin.isatty():  # started by another process with a pipe: serve until that process is gone
+      threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     try:
       stop.wait()
     except KeyboardInterrupt:

@@ -71,11 +71,15 @@ def _run(server, cwd, *command, processes=0):
   return out.stdout
 
 
+# The MAE ViT's 14 x 14 positional grid, as in the real configs: every stage after it keeps that table.
+_GRID = ("--config.model.pretrain_grid=14",)
+
+
 def _stage(config, workdir, *overrides):
   return ("train.py", "--config", os.path.join(ROOT, "configs", config), "--workdir", workdir,
           "--config.run.max_steps=2", "--config.run.checkpoint_every_steps=2",
           "--config.run.val_every_steps=100000", "--config.run.val_batches=1",
-          f"--config.run.tfds_data_dir={B}/tfds", *overrides)
+          f"--config.run.tfds_data_dir={B}/tfds", *_GRID, *overrides)
 
 
 def test_pack_train_three_stages_export_evaluate_and_analyse_on_a_bucket(gcs, tmp_path):
@@ -85,13 +89,13 @@ def test_pack_train_three_stages_export_evaluate_and_analyse_on_a_bucket(gcs, tm
   cwd = tmp_path / "cwd"  # every command runs here: nothing may appear in it
   cwd.mkdir()
   data_root = str(tmp_path / "train")
-  synthetic_train.make_synthetic_train_dataset("got10k_train", data_root, num_sequences=3, num_frames=16)
+  synthetic_train.make_synthetic_train_dataset("got10k_train", data_root, num_sequences=3, num_frames=24)
 
   for fmt in ("frames", "crops"):
     log = _run(gcs, cwd, "build_tfds.py", "--dataset=SYNTHETIC", f"--root={data_root}", f"--data_dir={B}/tfds",
                f"--format={fmt}", "--config=configs/fartrack.py:variant=smoke",
                f"--scratch_dir={tmp_path / 'scratch'}")
-    assert "SYNTHETIC: 3 sequences, 48 frames" in log, log
+    assert "SYNTHETIC: 3 sequences, 72 frames" in log, log
   names = _objects(gcs, "tfds/")
   for builder in ("tracking_frames", "tracking_crops"):
     folder = f"tfds/{builder}/synthetic/1.0.0/"
@@ -110,7 +114,7 @@ def test_pack_train_three_stages_export_evaluate_and_analyse_on_a_bucket(gcs, tm
   _put_object(gcs, "pretrained/mae.pth.tar", buffer.getvalue())
 
   log = _run(gcs, cwd, *_stage("fartrack.py:variant=smoke", f"{B}/runs/stage1", "--config.run.data_path=precropped",
-                               "--config.model.allow_random_init=False", "--config.model.pretrain_grid=14",
+                               "--config.model.allow_random_init=False",
                                f"--config.model.pretrain_file={B}/pretrained/mae.pth.tar"), processes=2)
   assert "[0] done: step 2" in log and "[1] done: step 2" in log, log[-3000:]
   log = _run(gcs, cwd, *_stage("fartrack_distill.py:variant=smoke", f"{B}/runs/stage2",
@@ -118,7 +122,7 @@ def test_pack_train_three_stages_export_evaluate_and_analyse_on_a_bucket(gcs, tm
                                f"--config.model.pretrain_pth={B}/runs/stage1"), processes=2)
   assert "[0] done: step 2" in log, log[-3000:]
   _run(gcs, cwd, "export_variant.py", "--config", os.path.join(ROOT, "configs", "fartrack_distill.py") +
-       ":variant=smoke", f"--checkpoint={B}/runs/stage2", "--depth=1", f"--output={B}/export_depth1")
+       ":variant=smoke", *_GRID, f"--checkpoint={B}/runs/stage2", "--depth=1", f"--output={B}/export_depth1")
   sparse = os.path.join(ROOT, "configs", "fartrack_sparse.py") + ":variant=smoke"
   log = _run(gcs, cwd, *_stage("fartrack_sparse.py:variant=smoke", f"{B}/runs/stage3", "--config.model.depth=1",
                                "--config.model.allow_random_init=False",
@@ -133,7 +137,7 @@ def test_pack_train_three_stages_export_evaluate_and_analyse_on_a_bucket(gcs, tm
   bench = str(tmp_path / "got10k")
   synthetic.make_synthetic_dataset("got10k", bench, num_sequences=2, num_frames=5, size=(96, 72), seed=3)
   results = f"{B}/results/got10k_val/fartrack"
-  _run(gcs, cwd, "evaluate.py", "--config", sparse, "--config.model.depth=1", f"--checkpoint={B}/runs/stage3",
+  _run(gcs, cwd, "evaluate.py", "--config", sparse, "--config.model.depth=1", *_GRID, f"--checkpoint={B}/runs/stage3",
        "--dataset=got10k_val", f"--data_root={bench}", f"--results_dir={results}",
        f"--json={B}/results/run.json", processes=2)
   log = _run(gcs, cwd, "analyze.py", "--dataset=got10k_val", f"--data_root={bench}", f"--results_dir={results}",
