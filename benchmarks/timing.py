@@ -11,6 +11,8 @@ from typing import Callable
 
 import jax
 
+from fartrack_jax import storage
+
 
 def time_fn(fn: Callable[[], object], runs: int, warmup: int, sync: Callable[[object], object]) -> dict:
   """Calls `fn` `warmup` times, then `runs` times, syncing each result; returns ms statistics."""
@@ -73,7 +75,4 @@ def _fmt(v) -> str:
 
 
 def write_json(path: str, rows: list[dict]) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(rows, f, indent=1)
-  os.replace(tmp, path)
+  storage.write_text_atomic(path, json.dumps(rows, indent=1))

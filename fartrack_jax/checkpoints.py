@@ -110,7 +110,7 @@ def load_pretrained(path: str, config, init_params, allow_pickle: bool = False):
     source_spec = model_lib.ModelSpec.from_config(_source_config(config, meta))
     state_dict = convert.flax_to_torch(params, source_spec)
     kind = "net"
-  elif os.path.isfile(path):
+  elif storage.as_path(path).is_file():
     kind, state_dict = torch_io.load_state_dict(path, allow_pickle=allow_pickle)
   else:
     raise FileNotFoundError(f"pretrained weights not found: {path} (an orbax params directory or a .pth.tar)")

@@ -27,6 +27,7 @@ from typing import Mapping
 
 import numpy as np
 
+from fartrack_jax import storage
 from fartrack_jax.model import ModelSpec
 
 # Params the forward pass never reads; a checkpoint may lack them (they are then left at init).
@@ -323,7 +324,7 @@ def truncate_layers(params, depth: int) -> dict:
 
 def metadata_for(config, source: str, source_kind: str) -> dict:
   return {"format": "fartrack-jax-params-v1", "stage": config.stage, "variant": config.get("variant", ""),
-          "depth": int(config.model.depth), "source": os.path.abspath(source) if source else "",
+          "depth": int(config.model.depth), "source": os.fspath(storage.as_path(source)) if source else "",
           "source_kind": source_kind, "model": config.model.to_dict()}
 
 
@@ -335,7 +336,7 @@ def convert_checkpoint_to_flax(checkpoint: str, config, output: str, source: str
   checkpoint does not fit."""
   import jax  # pylint: disable=g-import-not-at-top
   from fartrack_jax import checkpoints, model as model_lib, torch_io  # pylint: disable=g-import-not-at-top
-  if os.path.exists(output):
+  if storage.as_path(output).exists():
     raise FileExistsError(f"{output} already exists; choose a new --output")
   kind, sd = torch_io.load_state_dict(checkpoint, allow_pickle=allow_pickle)
   if source == "auto":

@@ -1,13 +1,16 @@
-"""Reading and writing the original's `.pth.tar` files. Imports torch lazily: only these paths need it."""
+"""Reading and writing the original's `.pth.tar` files (local or on a bucket: the bytes go through
+`storage`). Imports torch lazily: only these paths need it."""
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
 import zipfile
 from typing import Mapping
 
 import numpy as np
+
+from fartrack_jax import storage
 
 
 def _torch():
@@ -28,19 +31,20 @@ def load_state_dict(path: str, allow_pickle: bool = False) -> tuple[str, dict[st
   that store other Python objects next to the weights.
   """
   torch = _torch()
-  if not os.path.isfile(path):
+  file = storage.as_path(path)
+  if not file.is_file():
     raise FileNotFoundError(f"checkpoint not found: {path}")
-  _check_complete(path)
+  data = file.read_bytes()
+  _check_complete(path, data)
   try:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
   except EOFError:
-    raise ValueError(f"{path} is corrupt or truncated: it ends early ({os.path.getsize(path):,} bytes read)") \
-        from None
+    raise ValueError(f"{path} is corrupt or truncated: it ends early ({len(data):,} bytes read)") from None
   except (pickle.UnpicklingError, RuntimeError) as e:
     if not allow_pickle:
       raise ValueError(f"{path} holds more than tensors and cannot be read with weights_only=True ({e}). "
                        "If you trust the file, pass --allow_pickle.") from e
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
   if isinstance(obj, Mapping) and "net" in obj:
     kind, sd = "net", obj["net"]
   elif isinstance(obj, Mapping) and "model" in obj:
@@ -57,17 +61,16 @@ def load_state_dict(path: str, allow_pickle: bool = False) -> tuple[str, dict[st
   return kind, out
 
 
-def _check_complete(path: str) -> None:
+def _check_complete(path: str, data: bytes) -> None:
   """ValueError for a file that `torch.save` began as a zip archive but that is no readable zip (a cut-off
   download or copy): unpickling cannot help there, unlike for a file that holds more than tensors."""
-  with open(path, "rb") as f:
-    magic = f.read(4)
-  size = os.path.getsize(path)
+  magic = data[:4]
+  size = len(data)
   if not magic:
     raise ValueError(f"{path} is empty (0 bytes): not a checkpoint")
   if magic == b"PK\x03\x04":
     try:
-      with zipfile.ZipFile(path) as archive:
+      with zipfile.ZipFile(io.BytesIO(data)) as archive:
         archive.infolist()
     except (zipfile.BadZipFile, OSError, EOFError) as e:
       raise ValueError(f"{path} is corrupt or truncated: a zip archive of {size:,} bytes that cannot be "
@@ -79,10 +82,6 @@ def save_state_dict(path: str, state_dict: Mapping[str, np.ndarray], extra: Mapp
   torch = _torch()
   net = {k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True)) for k, v in state_dict.items()}
   payload = {"net": net, **(extra or {})}
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  buffer = io.BytesIO()
+  torch.save(payload, buffer)
+  storage.write_bytes_atomic(path, buffer.getvalue())

@@ -11,6 +11,13 @@ the bit), `precropped` reads the windows `precropped.pack_precropped_dataset` cu
 path in turn, so their ratio is taken under the same load. --compare N then makes examples 0..N-1 on both
 paths in this process and prints the pixel and box-label differences (`precropped.compare_examples`).
 
+On a bucket: --bucket_delay_ms D (e.g. 30, what a small ranged read costs on real GCS) starts the test
+storage server (`tests/gcs_emulator.py`, fake-gcs-server behind counting relays, each request held D ms),
+copies the packed (`packed`: frames as stored, `packed.pack_train_dataset`) and pre-cropped sets into it,
+and times every frame-pair data path named in --data-paths from local disk (source=local) and from the
+bucket (source=bucket, read by array_record's google-cloud-cpp reader) at each --read-threads count;
+requests_per_sample counts the storage requests the timed windows sent (all clients). Frame pairs only.
+
 Writes synthetic training roots (`synthetic_train.make_synthetic_train_dataset`, one per layout the
 configs name) into a temporary folder, or into --data-dir (a layout folder already there is reused), then
 for each pipeline and worker count builds the grain iterator the trainer would (`configs/fartrack.py` for
@@ -69,8 +76,14 @@ _FRAME_SIZE = flags.DEFINE_string("frame_size", None, "Synthetic frame size WxH 
                                   "smoke, 1280x720 for tiny, LaSOT's usual size).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the synthetic data and of the examples.")
 _JSON = flags.DEFINE_string("json", None, "Write the rows as JSON here.")
-_DATA_PATHS = flags.DEFINE_list("data_paths", ["frames", "precropped"], "Frame-pair data paths to time: frames "
+_DATA_PATHS = flags.DEFINE_list("data_paths", ["frames", "precropped"], "Frame-pair data paths to time: packed "
+                                "(packed frames, tfds), frames "
                                 "(whole frames, exact) and/or precropped (pre-cut windows).")
+_BUCKET_DELAY_MS = flags.DEFINE_float("bucket_delay_ms", None, "Also time the frame pairs from a local GCS "
+                                      "server that holds every request this long (see above); default: local "
+                                      "disk only.")
+_READ_THREADS = flags.DEFINE_list("read_threads", ["0"], "grain read threads per process to time (0: the "
+                                  "pipeline's default, FRAME_READ_THREADS); with --bucket_delay_ms, try more.")
 _COMPARE = flags.DEFINE_integer("compare", 64, "With both data paths: examples compared pixel by pixel (0: none).")
 
 # Training name -> the synthetic layout written for it and the root key `build_train_datasets` looks up.
@@ -172,8 +185,44 @@ def precrop(config, roots: dict, cache_dir: str, tfds_dir: str) -> float:
   return time.perf_counter() - start
 
 
+def pack(config, roots: dict, cache_dir: str, tfds_dir: str) -> float:
+  """Packs the config's training datasets (frames as stored) under `tfds_dir`; seconds it took."""
+  from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  for dataset in frame_datasets(config, roots, cache_dir, "frames", None):
+    packed.pack_train_dataset(dataset.name, dataset.root, tfds_dir, cache_dir)
+  return time.perf_counter() - start
+
+
+class Bucket:
+  """The test storage server in a child process (`tests/gcs_emulator.py --delay_ms`), its client environment
+  set in this process (before any GCS client starts), and its request counts."""
+
+  def __init__(self, delay_ms: float):
+    import json  # pylint: disable=g-import-not-at-top
+    import subprocess  # pylint: disable=g-import-not-at-top
+    script = os.path.join(cli.repo_root(), "tests", "gcs_emulator.py")
+    # It stops when its stdin closes: when this process exits, whatever way (after the clients' own exit work).
+    self.process = subprocess.Popen([sys.executable, script, f"--delay_ms={delay_ms}"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+    line = self.process.stdout.readline()
+    if not line:
+      raise RuntimeError(f"{script} did not start (exit status {self.process.wait()})")
+    self.env = json.loads(line)
+    os.environ.update(self.env)
+    self.url = "gs://fartrack-test"
+
+  def requests(self) -> int:
+    sys.path.insert(0, cli.repo_root())
+    from tests import gcs_emulator  # pylint: disable=g-import-not-at-top
+    return sum(gcs_emulator.requests_from_env(self.env).values())
+
+
 def frame_datasets(config, roots: dict, cache_dir: str, data_path: str, tfds_dir: str | None):
   from data_pipelines.training import build  # pylint: disable=g-import-not-at-top
+  if data_path == "packed":
+    from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
+    return packed.open_packed_datasets(tuple(config.data.train.datasets_name), tfds_dir)
   if data_path == "precropped":
     from data_pipelines.training import precropped  # pylint: disable=g-import-not-at-top
     from data_pipelines.training import processing  # pylint: disable=g-import-not-at-top
@@ -183,7 +232,8 @@ def frame_datasets(config, roots: dict, cache_dir: str, data_path: str, tfds_dir
 
 
 def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, batch_size: int,
-                  data_path: str = "frames", tfds_dir: str | None = None) -> dict:
+                  data_path: str = "frames", tfds_dir: str | None = None, read_threads: int = 0,
+                  count_requests=None) -> dict:
   """One row: median samples/s over the timed windows and the peak RSS of this process + children."""
   from data_pipelines.training import build  # pylint: disable=g-import-not-at-top
   from data_pipelines.training import clips  # pylint: disable=g-import-not-at-top
@@ -197,9 +247,9 @@ def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, 
     read_ahead = clips.CLIP_READ_AHEAD
   else:
     examples = build.frame_examples_from_config(config, datasets, _SEED.value)
-    dataset = pipeline.frame_dataset(examples, batch_size, num_workers=workers)
+    dataset = pipeline.frame_dataset(examples, batch_size, num_workers=workers, read_threads=read_threads)
     frames_per_sample = examples.num_templates + 1
-    read_threads = pipeline.FRAME_READ_THREADS
+    read_threads = read_threads or pipeline.FRAME_READ_THREADS
     read_ahead = pipeline.FRAME_READ_AHEAD
   warmup = _WARMUP.value if _WARMUP.value is not None else 2 * read_ahead
   window_batches = _WINDOW_BATCHES.value if _WINDOW_BATCHES.value is not None else 2 * read_ahead
@@ -213,12 +263,14 @@ def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, 
     for _ in range(warmup):
       next(it)
     warmup_s = time.perf_counter() - start
+    requests_before = count_requests() if count_requests else 0
     for _ in range(_WINDOWS.value):
       start, cpu_start = time.perf_counter(), cpu_seconds()
       for _ in range(window_batches):
         next(it)
       windows.append(time.perf_counter() - start)
       cpu.append(cpu_seconds() - cpu_start)
+    requests = (count_requests() - requests_before) if count_requests else 0
     close = getattr(it, "close", None)
     if close is not None:
       close()
@@ -230,7 +282,8 @@ def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, 
           "batch_size": batch_size,
           "samples_per_s": rate, "frames_per_s": rate * frames_per_sample,
           "clips_or_pairs": samples * len(windows), "peak_rss_mb": memory.peak_mb, "warmup_s": warmup_s,
-          "read_threads": read_threads, "device": "cpu", "cores": cores, "samples_per_s_per_core": rate / cores,
+          "read_threads": read_threads, "requests_per_sample": requests / (samples * len(windows)),
+          "device": "cpu", "cores": cores, "samples_per_s_per_core": rate / cores,
           # Load-independent per-core figure: samples per CPU-second this process and its workers spent.
           "samples_per_cpu_s": statistics.median(samples / max(c, 1e-9) for c in cpu)}
 
@@ -257,8 +310,10 @@ def main(argv):
     if kind not in _STAGES:
       raise ValueError(f"--pipelines has unknown {kind!r}; one of {', '.join(_STAGES)}")
   for path in _DATA_PATHS.value:
-    if path not in ("frames", "precropped"):
-      raise ValueError(f"--data_paths has unknown {path!r}; one of frames, precropped")
+    if path not in ("frames", "packed", "precropped"):
+      raise ValueError(f"--data_paths has unknown {path!r}; one of frames, packed, precropped")
+  read_threads = [int(t) for t in _READ_THREADS.value]
+  bucket = Bucket(_BUCKET_DELAY_MS.value) if _BUCKET_DELAY_MS.value is not None else None
   for name, value in (("warmup", _WARMUP.value), ("windows", _WINDOWS.value),
                       ("window_batches", _WINDOW_BATCHES.value)):
     if value is not None and value < (0 if name == "warmup" else 1):
@@ -281,14 +336,28 @@ def main(argv):
       if "precropped" in paths:
         prep_s["precropped"] = precrop(config, roots, cache_dir, tfds_dir)
         print(f"pre-cropped sets ready in {prep_s['precropped']:.1f} s", flush=True)
+      if "packed" in paths:
+        prep_s["packed"] = pack(config, roots, cache_dir, tfds_dir)
+      sources = [("local", tfds_dir, None)]
+      if bucket is not None and kind == "frame":
+        from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
+        storage.upload_tree(tfds_dir, f"{bucket.url}/tfds")
+        sources.append(("bucket", f"{bucket.url}/tfds", bucket.requests))
       for w in workers:
         for path in paths:
-          row = time_pipeline(kind, config, roots, cache_dir, w, batch_size, path, tfds_dir)
-          row["frame_size"] = f"{size[0]}x{size[1]}"
-          row["prep_s"] = prep_s[path]
-          rows.append(row)
-          print(f"{kind} {path} {_VARIANT.value} workers={w}: {row['samples_per_s']:.2f} samples/s, peak RSS "
-                f"{row['peak_rss_mb']:.0f} MB", flush=True)
+          for source, source_dir, count in sources:
+            if source == "bucket" and path == "frames":
+              continue  # native roots are local folders
+            for threads in read_threads:
+              row = time_pipeline(kind, config, roots, cache_dir, w, batch_size, path, source_dir, threads, count)
+              row["frame_size"] = f"{size[0]}x{size[1]}"
+              row["prep_s"] = prep_s[path]
+              row["source"] = source
+              row["delay_ms"] = _BUCKET_DELAY_MS.value if source == "bucket" else 0.0
+              rows.append(row)
+              print(f"{kind} {path} {source} {_VARIANT.value} workers={w} threads={row['read_threads']}: "
+                    f"{row['samples_per_s']:.2f} samples/s, {row['requests_per_sample']:.2f} requests/sample, "
+                    f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
       if kind == "frame" and set(paths) == {"frames", "precropped"} and _COMPARE.value > 0:
         comparison = compare(config, roots, cache_dir, tfds_dir, _COMPARE.value)
         for row in rows:
@@ -298,7 +367,7 @@ def main(argv):
     if _DATA_DIR.value is None:
       shutil.rmtree(data_dir, ignore_errors=True)
   print()
-  timing.report(rows, ["pipeline", "data_path", "variant", "workers", "batch_size", "samples_per_s",
+  timing.report(rows, ["pipeline", "data_path", "source", "delay_ms", "requests_per_sample", "variant", "workers", "batch_size", "samples_per_s",
                            "samples_per_s_per_core", "samples_per_cpu_s", "frames_per_s", "clips_or_pairs",
                            "peak_rss_mb", "warmup_s", "prep_s", "read_threads", "frame_size", "cores"], _JSON.value)
   if comparison is not None:

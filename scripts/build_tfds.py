@@ -16,6 +16,14 @@ LASOT, TRACKINGNET, COCO17, ...); --root is the folder `build_train_dataset` rea
 with the reader's error before anything is written; tfds writes into a temporary folder renamed when the
 build is complete, so an interrupted build leaves nothing that reads as a dataset. A dataset already built
 in --data-dir is left as it is. See `data_pipelines/training/packed.py` for what is stored.
+
+--data-dir gs://BUCKET/tfds (a TPU slice's shared copy): array_record writes local files only (its writer
+is riegeli's FdWriter; only its reader has a GCS client), and tfds writes every shard through it, so the set
+is built in --scratch-dir on this machine and then copied into the bucket through etils.epath, shards
+first and `dataset_info.json` (what marks a finished set for every reader) last. An interrupted copy leaves
+no `dataset_info.json`, so nothing that reads as a dataset; running the same command again keeps the local
+build and the shards already in the bucket (same name and size) and copies the rest. The local build is
+deleted once the copy is complete. See docs/buckets.md.
 """
 
 import os
@@ -44,6 +52,10 @@ _CONFIG = flags.DEFINE_string("config", "configs/fartrack.py:variant=tiny", "--f
                               "(configs/<stage>.py[:arguments]).")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 0, "--format crops: processes that decode and cut the "
                                     "frames (0: this one).")
+_SCRATCH_DIR = flags.DEFINE_string("scratch_dir", "~/.cache/fartrack_jax/tfds_scratch", "--data-dir gs://...: "
+                                   "local folder the set is built in before it is copied into the bucket (needs "
+                                   "the set's size free; kept until the copy is complete, so a second run "
+                                   "resumes the copy).")
 _OVERSAMPLE = flags.DEFINE_float("oversample", 1.0, "--format crops: store the windows this much finer than the "
                                  "crops need (>= 1): closer to the exact crops, for oversample^2 the decoding and "
                                  "storage.")
@@ -63,22 +75,67 @@ def _crop_config(text: str):
   return module.get_config(argument or None)
 
 
+def _scratch_for(data_dir: str) -> str:
+  """The local build folder of a bucket --data-dir: the same for every run with that --data-dir."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  digest = hashlib.sha256(data_dir.rstrip("/").encode()).hexdigest()[:12]
+  return os.path.join(os.path.expanduser(_SCRATCH_DIR.value), digest)
+
+
+def _pack(data_dir: str):
+  """Builds the set into `data_dir` (a local folder); returns (its folder, the opened dataset)."""
+  from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
+  if _FORMAT.value == "crops":
+    from data_pipelines.training import precropped, processing  # pylint: disable=g-import-not-at-top
+    crops = processing.FrameProcessing.from_config(_crop_config(_CONFIG.value))
+    path = precropped.pack_precropped_dataset(_DATASET.value, _ROOT.value, data_dir, crops, _CACHE_DIR.value,
+                                              _NUM_WORKERS.value, oversample=_OVERSAMPLE.value)
+  else:
+    path = packed.pack_train_dataset(_DATASET.value, _ROOT.value, data_dir, _CACHE_DIR.value)
+  return _open(data_dir, path)
+
+
+def _pack_into_bucket(data_dir: str):
+  """Builds in the scratch folder, then copies the finished set into the bucket `data_dir`, the shards
+  first and `dataset_info.json` last; returns (the bucket folder, the dataset opened there)."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from data_pipelines.training import packed, precropped  # pylint: disable=g-import-not-at-top
+  from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
+  builder = precropped.BUILDER_NAME if _FORMAT.value == "crops" else packed.BUILDER_NAME
+  target = packed.packed_path(_DATASET.value, data_dir, builder)
+  if (target / "dataset_info.json").exists():
+    print(f"{_DATASET.value}: already packed in {target}; delete that folder to pack again", flush=True)
+  else:
+    storage.check_writable(data_dir, "--data-dir")
+    scratch = _scratch_for(data_dir)
+    local, _ = _pack(scratch)
+    copied, kept = storage.upload_tree(local, target, last=(packed.SEQUENCES_FILE, "dataset_info.json"))
+    print(f"{_DATASET.value}: copied {copied} files into {target}"
+          + (f" ({kept} already there from an earlier run)" if kept else ""), flush=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+  return _open(data_dir, target)
+
+
+def _open(data_dir: str, path):
+  """(path, the set opened from `data_dir`, as training opens it)."""
+  from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
+  if _FORMAT.value == "crops":
+    from data_pipelines.training import precropped, processing  # pylint: disable=g-import-not-at-top
+    crops = processing.FrameProcessing.from_config(_crop_config(_CONFIG.value))
+    return path, precropped.PrecroppedTrainDataset(_DATASET.value, data_dir, crops.template, crops.search,
+                                                   _CONFIG.value)
+  return path, packed.PackedTrainDataset(_DATASET.value, data_dir)
+
+
 def main(argv):
   del argv
-  from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
+  from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
   try:
-    if _FORMAT.value == "crops":
-      from data_pipelines.training import precropped, processing  # pylint: disable=g-import-not-at-top
-      crops = processing.FrameProcessing.from_config(_crop_config(_CONFIG.value))
-      path = precropped.pack_precropped_dataset(_DATASET.value, _ROOT.value, _DATA_DIR.value, crops,
-                                                _CACHE_DIR.value, _NUM_WORKERS.value,
-                                                oversample=_OVERSAMPLE.value)
-      dataset = precropped.PrecroppedTrainDataset(_DATASET.value, _DATA_DIR.value, crops.template, crops.search,
-                                                  _CONFIG.value)
+    if storage.is_remote(_DATA_DIR.value):
+      path, dataset = _pack_into_bucket(_DATA_DIR.value)
     else:
-      path = packed.pack_train_dataset(_DATASET.value, _ROOT.value, _DATA_DIR.value, _CACHE_DIR.value)
-      dataset = packed.PackedTrainDataset(_DATASET.value, _DATA_DIR.value)
-  except datasets.DatasetError as e:
+      path, dataset = _pack(_DATA_DIR.value)
+  except (datasets.DatasetError, storage.StorageError) as e:
     sys.exit(f"error: {e}")
   size = sum(f.stat().length for f in path.iterdir())
   print(f"{_DATASET.value}: {len(dataset)} sequences, {dataset.num_frames} frames, {size / 2 ** 20:.1f} MiB "

@@ -86,11 +86,11 @@ def main(argv):
   distributed.mark_finished()
   if _JSON.value and jax.process_index() == 0:
     import json  # pylint: disable=g-import-not-at-top
-    from data_pipelines.benchmarks import annotation_files  # pylint: disable=g-import-not-at-top
+    from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
     # Under several processes these are process 0's share of the run.
     fields = {"frames": run["frames"], "seconds": run["seconds"], "frames_per_s": run["frames_per_s"],
               "batch": _BATCH.value, "processes": jax.process_count()}
-    annotation_files.write_text_atomic(_JSON.value, json.dumps(fields, indent=1) + "\n")
+    storage.write_text_atomic(_JSON.value, json.dumps(fields, indent=1) + "\n")
   if _SUBMISSION.value and jax.process_index() == 0:
     path = evaluate.package_submission(_RESULTS_DIR.value, _DATASET.value, sequences, _SUBMISSION.value)
     print(f"wrote the {_DATASET.value} submission {path}")

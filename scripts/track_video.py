@@ -37,14 +37,19 @@ _THREADS = flags.DEFINE_integer("threads", None, "With --onnx: onnxruntime's int
 
 
 def _write_outputs(frames, boxes, times) -> None:
-  """boxes.txt and tracked.mp4 (the frames with their boxes) into --output-dir."""
-  from data_pipelines.benchmarks import annotation_files  # pylint: disable=g-import-not-at-top
+  """boxes.txt and tracked.mp4 (the frames with their boxes) into --output-dir (a folder or a bucket)."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
   from fartrack_jax.tracking import video  # pylint: disable=g-import-not-at-top
-  os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-  annotation_files.write_text_atomic(os.path.join(_OUTPUT_DIR.value, "boxes.txt"),
-                                     "".join(",".join(f"{v:.2f}" for v in b) + "\n" for b in boxes))
+  output_dir = storage.as_path(_OUTPUT_DIR.value)
+  storage.write_text_atomic(output_dir / "boxes.txt",
+                            "".join(",".join(f"{v:.2f}" for v in b) + "\n" for b in boxes))
   fps = frames.fps() if isinstance(frames, video.VideoFrames) else 30.0
-  video.draw_video(frames, boxes, os.path.join(_OUTPUT_DIR.value, "tracked.mp4"), fps)
+  # OpenCV's video writer needs a local file; the finished video is then copied where it goes.
+  with tempfile.TemporaryDirectory(prefix="track_video_") as scratch:
+    local = os.path.join(scratch, "tracked.mp4")
+    video.draw_video(frames, boxes, local, fps)
+    storage.copy_file(local, output_dir / "tracked.mp4")
   print(f"{len(boxes)} boxes ({len(boxes) / max(sum(times), 1e-9):.1f} frames/s) -> {_OUTPUT_DIR.value}")
 
 

@@ -94,10 +94,10 @@ def main(argv):
     storage.check_writable(_WORKDIR.value, "--workdir")
   except storage.StorageError as e:
     raise SystemExit(f"error: {e}") from None
-  if "://" not in _WORKDIR.value and jax.process_index() == 0:
-    # The metric lines (clu's logging writer) and progress, also as a text file in the workdir.
-    os.makedirs(_WORKDIR.value, exist_ok=True)
-    file_handler = py_logging.FileHandler(os.path.join(_WORKDIR.value, "train_log.txt"))
+  if jax.process_index() == 0:
+    # The metric lines (clu's logging writer) and progress, also as a text file in the workdir (on a bucket:
+    # kept locally, copied there every 30 s and at the end).
+    file_handler = storage.log_file_handler(storage.as_path(_WORKDIR.value) / "train_log.txt")
     file_handler.setFormatter(py_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     file_handler.addFilter(quiet)
     logging.get_absl_logger().addHandler(file_handler)

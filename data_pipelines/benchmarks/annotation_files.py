@@ -9,6 +9,7 @@ skips blank lines and `#` comments and reads `NaN` (UAV123 marks frames without 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
@@ -23,15 +24,17 @@ class DatasetError(ValueError):
   """A benchmark folder that does not match its layout: missing files, bad lines, count mismatches."""
 
 
-def _numbered_lines(path: str) -> list[tuple[int, str, list[str]]]:
-  """(1-based line number, line, fields) of every line that holds data."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      text = f.read()
-  except FileNotFoundError:
-    raise DatasetError(f"{path}: missing annotation file") from None
-  except (OSError, UnicodeDecodeError) as e:
-    raise DatasetError(f"{path}: cannot read annotation file ({e})") from None
+def _numbered_lines(path: str, text: str | None = None) -> list[tuple[int, str, list[str]]]:
+  """(1-based line number, line, fields) of every line that holds data (of `text`, read from `path` unless
+  given)."""
+  if text is None:
+    try:
+      with open(path, encoding="utf-8") as f:
+        text = f.read()
+    except FileNotFoundError:
+      raise DatasetError(f"{path}: missing annotation file") from None
+    except (OSError, UnicodeDecodeError) as e:
+      raise DatasetError(f"{path}: cannot read annotation file ({e})") from None
   out = []
   for number, line in enumerate(text.splitlines(), start=1):
     line = line.split("#", 1)[0].strip()
@@ -48,14 +51,15 @@ def _to_float(path: str, number: int, line: str, field: str) -> float:
                        f"(cannot read {field!r} as a number)") from None
 
 
-def _loadtxt_boxes(path: str) -> np.ndarray | None:
+def _loadtxt_boxes(path: str, text: str | None = None) -> np.ndarray | None:
   """numpy's C parser for the common case of one delimiter throughout (about 10x faster on LaSOT's
   long files); None when it fails, and the line-by-line parser then finds and names the bad line."""
   for delimiter in (",", None):
     try:
       with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # an empty file warns
-        boxes = np.loadtxt(path, delimiter=delimiter, dtype=np.float64, ndmin=2)
+        source = path if text is None else io.StringIO(text)
+        boxes = np.loadtxt(source, delimiter=delimiter, dtype=np.float64, ndmin=2)
     except (ValueError, OSError):
       continue
     if boxes.size and boxes.shape[1] == 4:
@@ -63,13 +67,14 @@ def _loadtxt_boxes(path: str) -> np.ndarray | None:
   return None
 
 
-def read_boxes(path: str) -> np.ndarray:
-  """Box file, one `x y w h` per line -> [N, 4] float64, values as written (no coordinate shift)."""
-  boxes = _loadtxt_boxes(path)
+def read_boxes(path: str, text: str | None = None) -> np.ndarray:
+  """Box file, one `x y w h` per line -> [N, 4] float64, values as written (no coordinate shift). `text`:
+  the file's contents, already read (from a bucket); `path` then only names it in errors."""
+  boxes = _loadtxt_boxes(path, text)
   if boxes is not None:
     return boxes
   rows = []
-  for number, line, fields in _numbered_lines(path):
+  for number, line, fields in _numbered_lines(path, text):
     if len(fields) != 4:
       raise DatasetError(f"{path}:{number}: malformed annotation line {line!r} "
                          f"(expected 4 numbers x,y,w,h separated by ',' or whitespace, got {len(fields)})")

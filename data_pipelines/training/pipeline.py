@@ -16,7 +16,9 @@ datasets are built, before training starts.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import os
 from typing import Callable, Sequence
 
 import cv2
@@ -37,6 +39,23 @@ class BadSample(Exception):
   def __init__(self, reason: str, detail: str):
     super().__init__(f"{reason}: {detail}")
     self.reason = reason
+
+
+# The frames of one example are read at once: from a bucket each read waits tens of milliseconds for its
+# storage request, so the T + 1 reads of an example cost one wait instead of T + 1 (docs/buckets.md).
+FRAME_PARALLEL_READS = 8
+_read_pool: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid, pool): one per process
+
+
+def read_images(frames) -> list[np.ndarray]:
+  """`read_image` of every frame, concurrently (errors as `read_image` raises them, the first in order)."""
+  global _read_pool
+  if len(frames) < 2:
+    return [read_image(f) for f in frames]
+  if _read_pool is None or _read_pool[0] != os.getpid():  # a grain worker does not inherit threads
+    _read_pool = (os.getpid(), concurrent.futures.ThreadPoolExecutor(FRAME_PARALLEL_READS,
+                                                                       thread_name_prefix="frame_read"))
+  return list(_read_pool[1].map(read_image, frames))
 
 
 def read_image(frame) -> np.ndarray:
@@ -100,7 +119,8 @@ class FrameExamples:
     for _ in range(MAX_REDRAWS):
       pick, seq = sampler.sample_frames(self.datasets, probabilities, rng, self.num_templates, 1, self.max_gap)
       try:
-        images = {i: read_image(seq.frames[i]) for i in set(pick.template_ids + pick.search_ids)}
+        ids = sorted(set(pick.template_ids + pick.search_ids))
+        images = dict(zip(ids, read_images([seq.frames[i] for i in ids])))
         where = lambda i: f"{self.datasets[pick.dataset].name}/{getattr(seq, 'name', pick.sequence)} frame {i}"
         template_boxes = [check_box(seq.boxes[i], images[i], where(i)) for i in pick.template_ids]
         search_box = check_box(seq.boxes[pick.search_ids[0]], images[pick.search_ids[0]],
@@ -152,7 +172,8 @@ def frame_dataset(examples: FrameExamples, batch_size: int, shard_index: int = 0
   """Batches of frame examples for this host (see `example_dataset`), read by `read_threads` threads per
   process (0: FRAME_READ_THREADS). Read-ahead is bounded to a few batches: grain's default (500 elements)
   would hold hundreds of Tiny-sized batches per process."""
+  # grain runs at most one thread per buffered batch, so more read threads (a bucket) buffer more batches.
   read_options = grain.ReadOptions(num_threads=read_threads or FRAME_READ_THREADS,
-                                   prefetch_buffer_size=FRAME_READ_AHEAD)
+                                   prefetch_buffer_size=max(FRAME_READ_AHEAD, read_threads))
   return example_dataset(examples, batch_size, shard_index, shard_count, num_workers, num_examples,
                          read_options=read_options)

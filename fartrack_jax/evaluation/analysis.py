@@ -10,7 +10,7 @@ Which toolkit each number follows is in `metrics`'s docstring.
 from __future__ import annotations
 
 import dataclasses
-import glob
+import io
 import json
 import os
 import re
@@ -20,6 +20,7 @@ import numpy as np
 
 from data_pipelines.benchmarks import annotation_files
 from data_pipelines.benchmarks import readers
+from fartrack_jax import storage
 from fartrack_jax.evaluation import metrics
 
 # Our synthetic benchmark generator writes the full ground truth of the splits whose annotations are
@@ -94,29 +95,32 @@ def got10k_image_sizes(dataset: str, data_root: str,
 
 
 def result_files(results_dir: str, seq_name: str, dataset: str) -> list[str]:
-  """The result file(s) of one sequence: `<dir>/<seq>.txt`, or for GOT-10k `<dir>/<seq>/<seq>_NNN.txt`.
-  Raises `metrics.ResultError` naming the paths looked for."""
-  flat = os.path.join(results_dir, f"{seq_name}.txt")
-  if os.path.isfile(flat):
-    return [flat]
+  """The result file(s) of one sequence: `<dir>/<seq>.txt`, or for GOT-10k `<dir>/<seq>/<seq>_NNN.txt`
+  (`results_dir` may be a bucket). Raises `metrics.ResultError` naming the paths looked for."""
+  folder = storage.as_path(results_dir)
+  flat = folder / f"{seq_name}.txt"
+  if flat.is_file():
+    return [os.fspath(flat)]
   if metrics.metric_kind(dataset) == "got10k":
-    pattern = os.path.join(results_dir, seq_name, f"{seq_name}_[0-9]*.txt")
-    official = sorted(p for p in glob.glob(pattern) if re.fullmatch(r"\d+", _repetition_id(p, seq_name)))
+    pattern = f"{seq_name}_[0-9]*.txt"
+    repeats = folder / seq_name
+    official = sorted(os.fspath(p) for p in (repeats.glob(pattern) if repeats.is_dir() else ())
+                      if re.fullmatch(r"\d+", _repetition_id(p.name, seq_name)))
     if official:
       return official
-    raise metrics.ResultError(f"{seq_name}: result file not found: {flat} (nor {pattern}).")
+    raise metrics.ResultError(f"{seq_name}: result file not found: {flat} (nor {repeats / pattern}).")
   raise metrics.ResultError(f"{seq_name}: result file not found: {flat}.")
 
 
-def _repetition_id(path: str, seq_name: str) -> str:
-  return os.path.basename(path)[len(seq_name) + 1:-len(".txt")]
+def _repetition_id(file_name: str, seq_name: str) -> str:
+  return file_name[len(seq_name) + 1:-len(".txt")]
 
 
 def load_result(path: str, num_frames: int, seq_name: str) -> np.ndarray:
   """One result file as `[N, 4]`, checked against the sequence's frame count; errors name the file."""
   try:
-    boxes = annotation_files.read_boxes(path)
-  except ValueError as e:
+    boxes = annotation_files.read_boxes(path, storage.as_path(path).read_text())
+  except (ValueError, UnicodeDecodeError) as e:
     raise metrics.ResultError(f"{seq_name}: unreadable result file: {e}") from None
   if boxes.shape[0] != num_frames:
     raise metrics.ResultError(f"{seq_name}: result file {path} has {boxes.shape[0]} boxes, the sequence has "
@@ -126,7 +130,7 @@ def load_result(path: str, num_frames: int, seq_name: str) -> np.ndarray:
 
 def load_results(results_dir: str, seqs, dataset: str) -> dict[str, np.ndarray | list[np.ndarray]]:
   """{sequence name: [N, 4]} (GOT-10k: a list of repetitions) for every sequence of `seqs`."""
-  if not os.path.isdir(results_dir):
+  if not storage.as_path(results_dir).is_dir():
     raise metrics.ResultError(f"Results folder {results_dir} does not exist.")
   out = {}
   for seq in seqs:
@@ -147,7 +151,7 @@ def tracker_names(results_dirs: SequenceType[str], names: SequenceType[str] | No
       raise ValueError(f"{len(names)} names for {len(results_dirs)} results folders.")
     out = list(names)
   else:
-    out = [os.path.basename(os.path.normpath(d)) for d in results_dirs]
+    out = [storage.as_path(d).name for d in results_dirs]
   if len(set(out)) != len(out):
     raise ValueError(f"Tracker names {out} are not distinct; pass --names.")
   return out
@@ -194,7 +198,7 @@ def format_table(scores: dict[str, dict[str, float]], title: str = "") -> str:
 
 
 def write_json_atomic(path: str, data) -> None:
-  annotation_files.write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+  storage.write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -209,7 +213,8 @@ def plot_curves(dataset: str, details: dict, plots_dir: str) -> list[str]:
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  os.makedirs(plots_dir, exist_ok=True)
+  plots = storage.as_path(plots_dir)
+  plots.mkdir(parents=True, exist_ok=True)
   if metrics.metric_kind(dataset) == "got10k":
     specs = [("success", metrics.GOT10K_THRESHOLDS, lambda d: d.success, lambda d: d.ao * 100.0,
               "Overlap threshold", "Success rate [%]", (0.0, 1.0), f"Success plot on {dataset} (AO)")]
@@ -236,10 +241,10 @@ def plot_curves(dataset: str, details: dict, plots_dir: str) -> list[str]:
     ax.legend(loc="lower left" if plot_type == "success" else "lower right", edgecolor="black",
               fancybox=False, framealpha=1.0)
     fig.tight_layout()
-    path = os.path.join(plots_dir, f"{plot_type}_plot.png")
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=150, format="png")
+    path = plots / f"{plot_type}_plot.png"
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=150, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
-    paths.append(path)
+    storage.write_bytes_atomic(path, buffer.getvalue())
+    paths.append(os.fspath(path))
   return paths

@@ -143,14 +143,15 @@ def package_submission(results_dir: str, dataset: str, sequences, output_zip: st
   """The evaluation servers' formats, zipped: GOT-10k test `<seq>/<seq>_001.txt` (comma-separated
   integers) plus `<seq>/<seq>_time.txt`; TrackingNet `<seq>.txt` (comma-separated integers). Every listed
   sequence must have a complete result. Written to a temporary file, then renamed."""
+  import io  # pylint: disable=g-import-not-at-top
   import zipfile  # pylint: disable=g-import-not-at-top
   if dataset not in ("got10k_test", "trackingnet"):
     raise ValueError(f"submission packaging is for got10k_test and trackingnet, not {dataset!r}")
   missing = [s.name for s in sequences if not is_complete(results_dir, s.name, len(s.frames))]
   if missing:
     raise ValueError(f"{len(missing)} sequences have no complete result in {results_dir}, e.g. {missing[:5]}")
-  tmp = f"{output_zip}.tmp-{os.getpid()}"
-  with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+  buffer = io.BytesIO()  # a few KB per sequence: built in memory, then written where it goes (a bucket too)
+  with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
     for s in sequences:
       boxes_path, time_path = result_paths(results_dir, s.name)
       text = "".join(",".join(str(v) for v in row) + "\n" for row in _read_result_boxes(boxes_path))
@@ -159,7 +160,8 @@ def package_submission(results_dir: str, dataset: str, sequences, output_zip: st
         zf.writestr(f"{s.name}/{s.name}_time.txt", time_path.read_text())
       else:
         zf.writestr(f"{s.name}.txt", text)
-  os.replace(tmp, output_zip)
+  output_zip = os.fspath(storage.as_path(output_zip))
+  storage.write_bytes_atomic(output_zip, buffer.getvalue())
   return output_zip
 
 

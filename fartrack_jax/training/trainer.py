@@ -105,6 +105,8 @@ def _default_data(config, workdir: str, split: str, per_process_batch: int, seed
         os.path.expanduser("~/.cache/fartrack_jax/index_cache") if storage.is_remote(workdir)
         else os.path.join(workdir, "index_cache"))
     datasets = build.train_datasets_from_config(config, roots, cache_dir, split=split)
+  from fartrack_jax.training import same_data  # pylint: disable=g-import-not-at-top
+  same_data.check_same_data(datasets, split)  # every host must draw from the same sequences
   if config.stage == "fartrack_sparse":
     from data_pipelines.training import clips  # pylint: disable=g-import-not-at-top
     examples, dataset_fn = build.clip_examples_from_config(config, datasets, seed, split=split), clips.clip_dataset
