@@ -567,3 +567,27 @@ def describe_failure(error: BaseException, phase: str) -> tuple[str, bool]:
 def current_phase() -> str:
   """The phase this process's training loop is in (`progress`), for naming where a failure happened."""
   return _Progress.phase
+
+
+def published_failure(wait_s: float = 3.0) -> str | None:
+  """`process I failed: <reason>` when another process of the job published its failure (`report_failure`)
+  within `wait_s`, else None. A collective fails in the survivors as soon as a failed peer exits, often
+  before their watchers have read its reason."""
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  client = jax_distributed.global_state.client
+  if client is None:
+    return None
+  import jax  # pylint: disable=g-import-not-at-top
+  deadline = time.monotonic() + wait_s
+  while True:
+    try:
+      failed = {k.rsplit("/", 1)[-1]: v for k, v in client.key_value_dir_get(_FAILED)}
+    except Exception:  # pylint: disable=broad-except
+      return None
+    failed.pop(str(jax.process_index()), None)
+    if failed:
+      name, reason = sorted(failed.items())[0]
+      return f"process {name} failed: {reason}"
+    if time.monotonic() > deadline:
+      return None
+    time.sleep(0.2)

@@ -133,6 +133,9 @@ def main(argv):
     distributed.exit_with_failure(str(e))
   except Exception as e:  # pylint: disable=broad-except
     line, resumable = distributed.describe_failure(e, distributed.current_phase())
+    if resumable:  # a collective failed: because a peer failed for a reason of its own?
+      cause = distributed.published_failure()
+      line, resumable = (cause, False) if cause else (line, resumable)
     if not resumable and not isinstance(e, jax.errors.JaxRuntimeError) and not isinstance(e, trainer.DataError):
       traceback.print_exc()
     distributed.exit_with_failure(line + (_latest_checkpoint_note(_WORKDIR.value) if resumable else ""))
