@@ -419,7 +419,8 @@ def watch_peers(timeout_s: float, on_lost, interval_s: float = 1.0, stall_timeou
     * a peer's heartbeat has not moved for `timeout_s` (it died) or the coordinator stops answering:
       resumable, the same launch starts again from the latest checkpoint;
     * a live process's progress has not moved for `stall_timeout_s` (`startup_timeout_s` before its first
-      step: start-up, restore and the first compile). When several are stuck, those not waiting in a
+      step: start-up, restore and the first compile); only processes that report progress (the trainer
+      does, from its start) are watched for it. When several are stuck, those not waiting in a
       training step are named: the others wait for them in a collective.
 
   Why not rely on JAX alone: a collective with a dead peer may block instead of failing, and the
@@ -481,8 +482,11 @@ def watch_peers(timeout_s: float, on_lost, interval_s: float = 1.0, stall_timeou
           moved[i] = ((count_, started_, phase_), now)
         else:
           moved[i] = ((count_, started_, phase_), moved[i][1])
+      # A process that never reported progress (count 0: evaluation, or not yet in the trainer) is watched
+      # for its heartbeat only.
       stuck = [(i, v[2], now - since, v[1] == "1") for i, (v, since) in moved.items()
-               if v is not None and now - since > (stall_timeout_s if v[1] == "1" else startup_timeout_s)]
+               if v is not None and v[0] != "0"
+               and now - since > (stall_timeout_s if v[1] == "1" else startup_timeout_s)]
       if stuck:
         culprits = [s for s in stuck if not s[1].startswith("step ")] or stuck
         names = "; ".join(f"process {i} has not moved for {secs:.0f} s (more than "

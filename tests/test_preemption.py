@@ -8,6 +8,7 @@ reductions differs (measured ~1e-8)."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -111,7 +112,7 @@ def _sigterm_one_of_two(args, signal_after_step):
   def pump(i):
     for line in procs[i].stdout:
       outputs[i].append(line)
-      if i == 0 and f"[{signal_after_step}] train/" in line:
+      if i == 0 and re.search(rf"\[{signal_after_step}\] .*train/loss=", line):
         logged.set()
 
   pumps = [threading.Thread(target=pump, args=(i,), daemon=True) for i in range(2)]
@@ -178,7 +179,7 @@ def test_the_launcher_passes_the_preemption_status_on(tmp_path, data_root):
   try:
     for line in launcher.stdout:
       lines.append(line)
-      if "[0] " in line and "[2] train/" in line:
+      if line.startswith("[0] ") and re.search(r"\[2\] .*train/loss=", line):
         launcher.send_signal(signal.SIGTERM)
         break
     lines.extend(launcher.stdout)
