@@ -2,9 +2,9 @@
 and ends with `distributed.PREEMPTED_EXIT_STATUS`; the same launch started again resumes there and ends with
 the params of an uninterrupted run. Also: goodput.json accounts for each launch's wall time.
 
-Tolerance 1e-6 between a preempted-and-resumed run and an uninterrupted one: the same fp32 math on the same
-global batches; between 2 processes x 4 devices and 1 process x 8 only the order of the cross-device
-reductions differs (measured ~1e-8)."""
+Tolerance 1e-6 between a preempted-and-resumed run and an uninterrupted one of the same topology: the same
+fp32 math on the same global batches in the same order (a repeated or skipped batch, a lost optimizer or
+rng state would differ by far more)."""
 
 import json
 import os
@@ -24,7 +24,7 @@ from fartrack_jax import distributed
 from fartrack_jax.training import checkpointing, goodput, trainer
 from tests import train_fakes
 from tests.helpers import load_config
-from tests.test_multihost import assert_states_close, run_launched, run_single, train_args
+from tests.test_multihost import assert_states_close, run_launched, train_args
 
 pytestmark = pytest.mark.slow
 
@@ -135,16 +135,17 @@ def _sigterm_one_of_two(args, signal_after_step):
   return [(p.returncode, "".join(o)) for p, o in zip(procs, outputs)]
 
 
-@pytest.mark.parametrize("stage, max_steps, signal_after", [("fartrack", 30, 3), ("fartrack_sparse", 16, 2)])
+@pytest.mark.parametrize("stage, max_steps, signal_after", [("fartrack", 16, 3), ("fartrack_sparse", 8, 2)])
 def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_the_relaunch_resumes(
     tmp_path, data_root, stage, max_steps, signal_after):
   """SIGTERM to process 1 only: both processes save the same step (JAX's preemption sync point), print the
   preemption line and exit with the preemption status; that step is committed, no other is; the same launch
-  started again resumes there and ends with the state of an uninterrupted 1 process x 8 devices run."""
+  started again resumes there and ends with the state of an uninterrupted run of the same 2 processes (against
+  1 process x 8 devices the reduction order alone differs by up to 4e-6 after 16 stage-3 steps)."""
   more = ["--config.train.global_batch_size=8", f"--config.run.log_every_steps={signal_after}",
           "--config.run.checkpoint_every_steps=1000"]
   reference = str(tmp_path / "reference")
-  run_single(train_args(stage, reference, data_root, max_steps, *more), 8)
+  run_launched(train_args(stage, reference, data_root, max_steps, *more), 2, 4)
 
   workdir = str(tmp_path / "two")
   results = _sigterm_one_of_two(train_args(stage, workdir, data_root, max_steps, *more), signal_after)
