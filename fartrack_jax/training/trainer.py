@@ -353,7 +353,8 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
 def _record_goodput(path, launches, watch, first_step: int, step: int, ended: str, ckpts, writer) -> str:
   """Closes the checkpoints (waiting for the last save), then writes this launch's goodput (process 0) to
   `goodput.json` and TensorBoard; returns the summary line over every launch."""
-  distributed.progress("closing the checkpoints")
+  if ended != "failed":  # a failure is named by the phase it happened in
+    distributed.progress("closing the checkpoints")
   try:
     ckpts.close()
   finally:
