@@ -19,9 +19,9 @@ and are skipped with a note while it is missing. Prints a table; --json writes a
 Details: fartrack_jax/training/benchmark.py.
 
 --trainer_overhead: instead, per row, the mean ms per step of `trainer.train` (NaN guard, metrics, progress,
-preemption checks, goodput, batch upload; fed one repeated host batch) against a bare loop of the same
-jitted step, over --steps steps each (the trainer runs 2 x --steps: the first window holds its compile):
-columns bare_ms, trainer_ms, overhead_pct (`benchmark.overhead_row`).
+preemption checks, goodput; fed one repeated host batch, no input pipeline) against a bare loop of the
+same jitted step fed the same way (upload + step), over --steps steps each (the trainer runs 2 x --steps:
+the first window holds its compile): columns bare_ms, trainer_ms, overhead_pct (`benchmark.overhead_row`).
 """
 
 import os

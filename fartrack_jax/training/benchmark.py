@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import os
 import resource
 import statistics
@@ -464,16 +465,16 @@ OVERHEAD_COLUMNS = ("config", "stage", "batch", "dtype", "steps", "bare_ms", "tr
 def overhead_row(row: Row, *, steps_timed: int = 20, warmup: int = 3, fsdp: int = 1, seed: int = 0,
                  loss_fn=None, spec: dict | None = None) -> dict:
   """What `trainer.train` adds per step to the jitted step it runs (the NaN guard, metrics, progress,
-  preemption checks, goodput, uploading the batch), against a bare loop of the same step.
+  preemption checks, goodput), against a bare loop of the same step fed the same way.
 
-  Bare: the chained step of `steps.make_train_step` called `steps_timed` times on one device-resident batch,
-  each step fed the previous one's `finite`, one `block_until_ready` at the end (after `warmup` steps).
-  Trainer: `trainer.train` on the same loss, fed the same batch as host numpy (a grain dataset repeating
-  it: no decoding or augmentation), logging every `steps_timed` steps; the time between its logs at steps
-  `steps_timed` and `2 * steps_timed` (the first window holds the compile), one log included. Per-step
-  medians are not available inside the trainer, so both figures are means over the window."""
+  Bare: `steps_timed` times, upload the host batch (`steps.device_batch`, as the trainer does) and call the
+  chained step of `steps.make_train_step` with the previous step's `finite`; one `block_until_ready` at the
+  end (after `warmup` steps). Trainer: `trainer.train` on the same loss, fed the same host batch by an
+  iterator that repeats it (no input pipeline: its cost is the pipeline's, not the loop's), logging every
+  `steps_timed` steps; the time between its logs at steps `steps_timed` and `2 * steps_timed` (the first
+  window holds the compile), one log included. Per-step medians are not available inside the trainer, so
+  both figures are means over the window."""
   import tempfile  # pylint: disable=g-import-not-at-top
-  import grain  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
   from fartrack_jax.training import trainer  # pylint: disable=g-import-not-at-top
   config = row.config
@@ -490,20 +491,20 @@ def overhead_row(row: Row, *, steps_timed: int = 20, warmup: int = 3, fsdp: int 
   tx, schedules = optim.make_optimizer(config, param_shapes)
   init, shardings = steps.make_sharded_init(lambda: model_lib.init_params(model, init_key), tx, seed, mesh)
   state = init()
-  batch = jax.device_put(host_batch, steps.batch_sharding(mesh))
+  data_sharding = steps.batch_sharding(mesh)
   train_step = steps.make_train_step(loss_fn, tx, shardings, mesh, schedules, chained=True)
   finite = jax.device_put(np.float32(1.0), NamedSharding(mesh, PartitionSpec()))
   for _ in range(warmup):
-    state, metrics = train_step(state, batch, finite)
+    state, metrics = train_step(state, steps.device_batch(host_batch, data_sharding), finite)
     finite = metrics["finite"]
   jax.block_until_ready((state, metrics))
   start = time.perf_counter()
   for _ in range(steps_timed):
-    state, metrics = train_step(state, batch, finite)
+    state, metrics = train_step(state, steps.device_batch(host_batch, data_sharding), finite)
     finite = metrics["finite"]
   jax.block_until_ready((state, metrics))
   bare_ms = (time.perf_counter() - start) / steps_timed * 1e3
-  del state, batch
+  del state
 
   run = config_lib.validate_config(config)
   with run.unlocked():
@@ -520,7 +521,7 @@ def overhead_row(row: Row, *, steps_timed: int = 20, warmup: int = 3, fsdp: int 
 
   def data_fn(cfg, workdir, split, per_process_batch, data_seed, num_examples=None):
     del cfg, workdir, split, per_process_batch, data_seed, num_examples
-    return grain.MapDataset.range(1 << 20).map(lambda i: host_batch).to_iter_dataset()
+    return _RepeatBatch(host_batch)
 
   logged = {}
   on_log = lambda step, total, scalars: logged.setdefault(step, time.perf_counter())
@@ -533,3 +534,23 @@ def overhead_row(row: Row, *, steps_timed: int = 20, warmup: int = 3, fsdp: int 
           "trainer_ms": trainer_ms, "overhead_pct": 100.0 * (trainer_ms - bare_ms) / bare_ms,
           "device": desc["device"], "num_devices": desc["num_devices"], "cores": desc["cores"], "fsdp": fsdp,
           "jax": jax.__version__}
+
+
+class _RepeatBatch:
+  """An endless iterator over one batch with a position grain's checkpoint handler can save (JSON bytes)."""
+
+  def __init__(self, batch):
+    self._batch, self._count = batch, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    self._count += 1
+    return self._batch
+
+  def get_state(self) -> bytes:
+    return json.dumps({"next_index": self._count}).encode()
+
+  def set_state(self, state) -> None:
+    self._count = json.loads(state)["next_index"]
