@@ -17,6 +17,11 @@ and are skipped with a note while it is missing. Prints a table; --json writes a
 {"config", "variant", "stage", "batch", "dtype", "device", "num_devices", "compile_s", "median_ms",
 "min_ms", "samples_per_s", "flops_per_step", "achieved_tflops", "peak_fraction", "peak_memory_mb", ...}.
 Details: fartrack_jax/training/benchmark.py.
+
+--trainer_overhead: instead, per row, the mean ms per step of `trainer.train` (NaN guard, metrics, progress,
+preemption checks, goodput; fed one repeated host batch, no input pipeline) against a bare loop of the
+same jitted step fed the same way (upload + step), over --steps steps each (the trainer runs 2 x --steps:
+the first window holds its compile): columns bare_ms, trainer_ms, overhead_pct (`benchmark.overhead_row`).
 """
 
 import os
@@ -43,6 +48,9 @@ _CLIP_LENGTHS = flags.DEFINE_list("clip_lengths", [], "Stage 3 (fartrack_sparse)
                                   "length, e.g. 8,16,32 (default: the config's data.search.number; also "
                                   "--clip-lengths).")
 _JSON = flags.DEFINE_string("json", None, "Write the rows as JSON here.")
+_OVERHEAD = flags.DEFINE_bool("trainer_overhead", False, "Time the training loop's overhead per step against "
+                              "a bare loop of the same jitted step instead of the step alone (also "
+                              "--trainer-overhead).")
 
 
 def main(argv):
@@ -59,6 +67,18 @@ def main(argv):
                               clip_lengths=clip_lengths, fsdp=_FSDP.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+  if _OVERHEAD.value:
+    rows = []
+    for row in train_benchmark.plan_rows(_CONFIGS.value, batch=_BATCH.value, dtype=_DTYPE.value,
+                                         clip_lengths=clip_lengths, fsdp=_FSDP.value):
+      print(f"{row.name}: batch {row.batch}, bare loop and trainer, {_STEPS.value} steps each ...", flush=True)
+      rows.append(train_benchmark.overhead_row(row, steps_timed=_STEPS.value, warmup=_WARMUP.value,
+                                               fsdp=_FSDP.value))
+      print(f"{row.name}: bare {rows[-1]['bare_ms']:.1f} ms/step, trainer {rows[-1]['trainer_ms']:.1f} ms/step "
+            f"({rows[-1]['overhead_pct']:+.1f} %)", flush=True)
+    print()
+    benchmark.report(rows, list(train_benchmark.OVERHEAD_COLUMNS), _JSON.value)
+    return
   rows = train_benchmark.run_benchmarks(_CONFIGS.value, batch=_BATCH.value, steps_timed=_STEPS.value,
                                         warmup=_WARMUP.value, dtype=_DTYPE.value, fsdp=_FSDP.value,
                                         clip_lengths=clip_lengths, log=lambda s: print(s, flush=True))

@@ -5,11 +5,13 @@
 #     --workdir gs://BUCKET/fartrack/run1 --config configs/fartrack.py:variant=tiny \
 #     --data-root lasot=/mnt/disks/data/lasot -- --config.train.global_batch_size=128
 #
-# Steps: (1) reuse the slice (`gcloud compute tpus tpu-vm describe`) or, with --create, create it;
+# Steps: (1) reuse the slice (`gcloud compute tpus tpu-vm describe`) or, with --create, create it, and
+# stop a previous run on every worker (SIGTERM to the train.py of its train.pid: a preemption, it saves a
+# checkpoint and exits; SIGKILL after --stop-timeout seconds; then wait until no process holds the TPU);
 # (2) pack the project's files (git-tracked plus untracked-but-not-ignored, so no .git/.venv), copy the
 # tarball to every worker and unpack it into --remote-dir; (3) on every worker, make a venv and install
 # requirements.txt, jax[tpu] at the version requirements.txt pins, and the project (`pip install -e .
-# --no-deps`); (4) start scripts/train.py on every worker at once (with --distributed=true on a multi-host
+# --no-deps`), skipped when the worker's venv was installed from the same commit (and Python, jax); (4) start scripts/train.py on every worker at once (with --distributed=true on a multi-host
 # slice: train.py then calls jax.distributed.initialize(), which finds the coordinator in the TPU VM
 # metadata); (5) print how to watch, stop and delete. --dry-run prints each command (`+ ` then the command,
 # quoted so that bash reads back the same arguments) and runs nothing. Run with --help for every flag.
@@ -55,6 +57,9 @@ Options:
                           Python >= 3.11). A missing python3.N is installed with apt-get.
   --data-root NAME=DIR    Dataset root on the workers, passed to train.py as --data-root NAME=DIR.
                           Repeatable.
+  --stop-timeout SECONDS  A previous run still going on a worker is stopped first (SIGTERM: it saves a
+                          checkpoint, as on a preemption); SIGKILL after this many seconds (default 300).
+  --reinstall             Install even when the worker's venv holds this commit's install already.
   --dry-run               Print every command, one per line prefixed with '+ ', and run nothing.
   -h, --help              Print this help and exit.
   -- TRAIN_ARGS...        Everything after -- goes to scripts/train.py verbatim,
@@ -155,7 +160,7 @@ check_workdir() {
 # ---------------------------------------------------------------------------------------------- flags
 name="" zone="" project="" accelerator="" version="" workdir="" config=""
 repo_dir="" remote_dir="~/fartrack-jax" python="python3.11"
-spot=0 create=0 dry_run=0
+spot=0 create=0 dry_run=0 reinstall=0 stop_timeout=300
 data_roots=()
 train_extra=()
 
@@ -180,16 +185,17 @@ while (($#)); do
       usage
       exit 0
       ;;
-    --spot | --create | --dry-run)
+    --spot | --create | --dry-run | --reinstall)
       ((!has_value)) || die "$flag takes no value (got $arg)"
       case $flag in
         --spot) spot=1 ;;
         --create) create=1 ;;
         --dry-run) dry_run=1 ;;
+        --reinstall) reinstall=1 ;;
       esac
       ;;
     --name | --zone | --project | --accelerator-type | --version | --workdir | --config | --repo-dir | \
-      --remote-dir | --python | --data-root)
+      --remote-dir | --python | --data-root | --stop-timeout)
       if ((!has_value)); then
         (($#)) || die "$flag needs a value"
         value=$1
@@ -207,6 +213,10 @@ while (($#)); do
         --repo-dir) repo_dir=$value ;;
         --remote-dir) remote_dir=$value ;;
         --python) python=$value ;;
+        --stop-timeout)
+          [[ $value =~ ^[0-9]+$ ]] || die "--stop-timeout must be a whole number of seconds (got '$value')"
+          stop_timeout=$value
+          ;;
         --data-root)
           [[ $value == ?*=?* ]] || die "--data-root must be NAME=DIR with both parts non-empty (got '$value')"
           data_roots+=("$value")
@@ -294,6 +304,20 @@ else
   fi
 fi
 
+# A run launched before on this slice is stopped on every worker before anything is shipped: by the pid
+# it recorded (only if that pid is still a train.py), with SIGTERM so that it saves a checkpoint as on a
+# preemption, SIGKILL after --stop-timeout; then the TPU must be free (no process holds /dev/accel* or
+# /dev/vfio) before the new run can open it.
+log "stop a previous run on every worker (if any)"
+stop="cd $remote_dir_word 2>/dev/null || exit 0; pid=\$(cat train.pid 2>/dev/null)"
+stop+="; if [ -n \"\$pid\" ] && grep -qs train.py /proc/\$pid/cmdline; then"
+stop+=" echo \"stopping the previous run (pid \$pid) on \$(hostname)\"; kill -TERM \$pid"
+stop+="; for i in \$(seq $stop_timeout); do grep -qs train.py /proc/\$pid/cmdline || break; sleep 1; done"
+stop+="; grep -qs train.py /proc/\$pid/cmdline && kill -KILL \$pid; fi"
+stop+="; for i in \$(seq 60); do ls -l /proc/[0-9]*/fd 2>/dev/null | grep -qe /dev/accel -e /dev/vfio/ || break"
+stop+="; sleep 1; done; rm -f train.pid"
+run "${tpu_vm[@]}" ssh "$name" "${location[@]}" --worker=all --command "$stop"
+
 # ----------------------------------------------------------------------------------------- (2) sync
 log "(2) ship $repo_dir to every worker"
 tarball=${TMPDIR:-/tmp}/fartrack-jax-code-$name.tar.gz
@@ -327,9 +351,26 @@ if [[ $python =~ ^python3\.[0-9]+$ ]]; then
   get_python="{ $python_word -c 'import ensurepip, venv' 2>/dev/null || { $apt update && $apt install -y"
   get_python+=" $python_word $python_word-venv; }; } && "
 fi
-install="cd $remote_dir_word && $get_python$python_word -m venv .venv && . .venv/bin/activate"
+install="$get_python$python_word -m venv .venv && . .venv/bin/activate"
 install+=" && pip install -q --upgrade pip && pip install -q -r requirements.txt"
 install+=" && pip install -q $(quote "jax[tpu]==$jax_version") && pip install -q --no-deps -e ."
+# The venv records what it was installed from (the commit, Python and jax); the same again skips the
+# install (the code itself is shipped every time and installed editable). A checkout whose requirements or
+# pyproject differ from the commit, or no git checkout at all, always installs.
+install_key=""
+if ((!reinstall)) && git -C "$repo_dir" rev-parse --is-inside-work-tree >/dev/null 2>&1 &&
+  [[ -z $(git -C "$repo_dir" status --porcelain -- requirements.txt pyproject.toml 2>/dev/null) ]]; then
+  install_key="$(git -C "$repo_dir" rev-parse HEAD)-$python-jax$jax_version"
+fi
+if [[ -n $install_key ]]; then
+  key_word=$(quote "$install_key")
+  fresh=$install
+  install="cd $remote_dir_word && { [ \"\$(cat .venv/fartrack-installed 2>/dev/null)\" = $key_word ]"
+  install+=" && echo \"same commit installed on \$(hostname): skipping the install\" || { $fresh"
+  install+=" && echo $key_word > .venv/fartrack-installed; }; }"
+else
+  install="cd $remote_dir_word && $install"
+fi
 run "${tpu_vm[@]}" ssh "$name" "${location[@]}" --worker=all --command "$install"
 
 # ---------------------------------------------------------------------------------------- (4) train

@@ -15,11 +15,18 @@ only when JAX_COORDINATOR_ADDRESS or a multi-host TPU_WORKER_HOSTNAMES is set (e
 --coordinator_address HOST:PORT --num_processes N --process_id I to every process; to rehearse a slice on
 one machine, `scripts/launch_local.py --processes 2 --devices-per-process 4 -- scripts/train.py ...` does.
 The workdir must be shared between hosts (gs://).
+
+Exit status: 0 the run finished; 75 preempted (a SIGTERM to any process: every process saved the same
+step, waited for it to be committed and printed `preempted at step N: ...`; start the same command again
+to resume); 1 an error, named on one line `error: process I of N: ...` with what to do; 2 bad flags.
+Where the time went is printed at the end (`goodput 87 %: ...`) and kept in <workdir>/goodput.json.
+See docs/preemption_and_failures.md.
 """
 
 import logging as py_logging
 import os
 import sys
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow (imported by clu) C++ INFO lines
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,6 +37,10 @@ from ml_collections import config_flags
 
 from fartrack_jax import cli
 from fartrack_jax import distributed
+from fartrack_jax.training import goodput
+
+# The launch's wall time, for the goodput accounting, counts from the start of this process.
+_STARTED_AT = goodput.process_start_time()
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Stage config and variant, e.g. configs/fartrack.py:variant=tiny, "
@@ -53,12 +64,15 @@ class _QuietLibraries(py_logging.Filter):
 
 
 def _latest_checkpoint_note(workdir: str) -> str:
-  from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
+  """Where a relaunch resumes: the latest committed checkpoint (a step folder on a bucket that lacks orbax's
+  commit marker is not one)."""
+  from fartrack_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   try:
-    steps = [int(p.name) for p in (storage.as_path(workdir) / "checkpoints").iterdir() if p.name.isdigit()]
+    steps = checkpointing.committed_steps(workdir)
   except Exception:  # pylint: disable=broad-except
     return ""
-  return f" from step {max(steps)}, the latest finished checkpoint" if steps else ""
+  return f" from step {max(steps)}, the latest committed checkpoint" if steps else " from the start (no " \
+      "checkpoint is committed yet)"
 
 
 def main(argv):
@@ -105,19 +119,33 @@ def main(argv):
   from fartrack_jax import convert  # pylint: disable=g-import-not-at-top
   from fartrack_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   try:
-    result = trainer.train(config, _WORKDIR.value)
+    result = trainer.train(config, _WORKDIR.value, started_at=_STARTED_AT)
+  except trainer.Preempted as e:
+    distributed.mark_finished()
+    print(e, flush=True)
+    if e.goodput_line:
+      print(e.goodput_line, flush=True)
+    sys.exit(distributed.PREEMPTED_EXIT_STATUS)
   except (datasets.DatasetError, convert.ConversionError, FileNotFoundError, trainer.NonFiniteLossError,
           storage.StorageError, checkpointing.ModelMismatchError) as e:
-    raise SystemExit(f"error: {e}") from None
+    if jax.process_count() == 1:
+      raise SystemExit(f"error: {e}") from None
+    distributed.exit_with_failure(str(e))
   except Exception as e:  # pylint: disable=broad-except
-    if not distributed.is_peer_failure(e):
-      raise
-    distributed.exit_after_peer_failure(e, _latest_checkpoint_note(_WORKDIR.value))
+    line, resumable = distributed.describe_failure(e, distributed.current_phase())
+    if resumable:  # a collective failed: because a peer failed for a reason of its own?
+      cause = distributed.published_failure()
+      line, resumable = (cause, False) if cause else (line, resumable)
+    if not resumable and not isinstance(e, jax.errors.JaxRuntimeError) and not isinstance(e, trainer.DataError):
+      traceback.print_exc()
+    distributed.exit_with_failure(line + (_latest_checkpoint_note(_WORKDIR.value) if resumable else ""))
   distributed.mark_finished()
   print(f"done: step {result.step}; last train metrics "
         + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.last_metrics.items()) if k != "finite")
         + "; val " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.val_metrics.items()))
         + f"; skipped samples {result.skipped_samples}")
+  if result.goodput_line:
+    print(result.goodput_line)
 
 
 if __name__ == "__main__":

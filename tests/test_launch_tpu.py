@@ -9,6 +9,7 @@ a stub `gcloud` that logs its arguments and answers `describe` as told.
 import os
 import shlex
 import shutil
+import sys
 import subprocess
 import tarfile
 import time
@@ -67,6 +68,8 @@ def _step(argv):
     if argv[4] != "ssh":
       return argv[4]
     remote = _remote_command(argv)
+    if "kill -TERM" in remote:
+      return "ssh-stop"
     if "tar -xzf" in remote:
       return "ssh-unpack"
     if "pip install" in remote:
@@ -109,18 +112,18 @@ def test_dry_run_prints_create_sync_install_train_in_order(repo):
   out = _dry_run(*_full_args(repo, "--create", "--spot"))
   commands = _commands(out.stdout)
   assert [_step(argv) for argv in commands] == [
-      "describe", "create", "pack", "scp", "rm", "ssh-unpack", "ssh-install", "ssh-train"]
+      "describe", "create", "ssh-stop", "pack", "scp", "rm", "ssh-unpack", "ssh-install", "ssh-train"]
   for argv in commands:
     if argv[0] == "gcloud":
       assert "fartrack-v4" in argv[5] and "--zone=us-central2-b" in argv and "--project=my-proj" in argv
-    if _step(argv) in ("scp", "ssh-unpack", "ssh-install", "ssh-train"):
+    if _step(argv) in ("ssh-stop", "scp", "ssh-unpack", "ssh-install", "ssh-train"):
       assert "--worker=all" in argv
   create = commands[1]
   assert {"--accelerator-type=v4-32", "--version=tpu-ubuntu2204-base", "--spot"} <= set(create)
   # The tarball that tar writes is the one scp copies and rm removes afterwards.
-  tarball = commands[2][commands[2].index("-czf") + 1]
-  assert commands[3][5] == tarball and commands[4] == ["rm", "-f", tarball]
-  assert _train_argv(_remote_command(commands[7])) == [
+  tarball = commands[3][commands[3].index("-czf") + 1]
+  assert commands[4][5] == tarball and commands[5] == ["rm", "-f", tarball]
+  assert _train_argv(_remote_command(commands[8])) == [
       "python", "scripts/train.py", "--config", CONFIG, "--workdir", WORKDIR, "--distributed=true",
       "--data-root", "lasot=/mnt/data/la sot", "--data-root", "got10k=/mnt/got", *EXTRA]
   assert f"tensorboard --logdir {WORKDIR}" in out.stdout
@@ -219,7 +222,7 @@ def test_pack_and_unpack_ship_tracked_and_unignored_files_only(git_repo, tmp_pat
   more = [] if remote_dir is None else ["--remote-dir", remote_dir]
   stdout = _dry_run(*_full_args(git_repo, *more), env=env).stdout
   commands = _commands(stdout)
-  pack, scp = commands[1], commands[2]
+  pack, scp = commands[2], commands[3]
   assert pack[0] == "git" and "ls-files" in pack
   line = next(line[2:] for line in stdout.splitlines() if line.startswith("+ git "))
   subprocess.run(["bash", "-o", "pipefail", "-c", line], check=True, cwd=tmp_path, timeout=TIMEOUT_S)
@@ -320,7 +323,7 @@ def test_reuses_a_ready_slice_and_runs_every_step(repo, fake_gcloud):
   out, calls, local_tmp, scp_copy = fake_gcloud(r"READY\tv4-32", *_full_args(repo, "--create"))
   assert out.returncode == 0, out.stderr
   assert [_step(["gcloud", *call]) for call in calls] == [
-      "describe", "scp", "ssh-unpack", "ssh-install", "ssh-train"]
+      "describe", "ssh-stop", "scp", "ssh-unpack", "ssh-install", "ssh-train"]
   assert _members(scp_copy) == {"requirements.txt", "pyproject.toml", "scripts/train.py",
                                 "configs/fartrack.py"}
   assert os.listdir(local_tmp) == []  # the local tarball and describe's stderr file are removed
@@ -329,7 +332,7 @@ def test_reuses_a_ready_slice_and_runs_every_step(repo, fake_gcloud):
 def test_creates_a_missing_slice_only_with_create(repo, fake_gcloud):
   out, calls, _, _ = fake_gcloud("NOT_FOUND", *_full_args(repo, "--create"))
   assert out.returncode == 0, out.stderr
-  assert [_step(["gcloud", *call]) for call in calls][:3] == ["describe", "create", "scp"]
+  assert [_step(["gcloud", *call]) for call in calls][:4] == ["describe", "create", "ssh-stop", "scp"]
   out, calls, _, _ = fake_gcloud("NOT_FOUND", *_full_args(repo))
   assert out.returncode != 0 and "--create" in out.stderr
   assert [_step(["gcloud", *call]) for call in calls] == ["describe"]
@@ -358,3 +361,72 @@ def test_without_dry_run_gcloud_must_be_installed(repo, tmp_path):
   out = subprocess.run(["bash", SCRIPT, *_full_args(repo)], capture_output=True, text=True,
                        timeout=TIMEOUT_S, env={**os.environ, "PATH": str(bin_dir)}, cwd=tmp_path)
   assert out.returncode != 0 and "gcloud" in out.stderr
+
+
+def test_a_previous_run_is_stopped_by_its_recorded_pid_before_shipping(repo, tmp_path):
+  """The printed stop command, run on a "worker": the train.py named by train.pid gets SIGTERM (it saves,
+  as on a preemption) and is gone before the command returns; another process is never signalled, even if
+  train.pid names it; a worker without a previous run is left alone."""
+  commands = _commands(_dry_run(*_full_args(repo)).stdout)
+  steps = [_step(argv) for argv in commands]
+  assert steps.index("ssh-stop") < steps.index("scp")
+  stop = _remote_command(commands[steps.index("ssh-stop")])
+  home = tmp_path / "home"
+  run_dir = home / "fartrack-jax"
+  env = {**os.environ, "HOME": str(home)}
+  subprocess.run(["bash", "-c", stop], check=True, env=env, timeout=TIMEOUT_S)  # nothing there yet
+
+  fake = run_dir / "scripts" / "train.py"
+  _write(str(fake), "import signal, sys, time\n"
+         "def on_term(*_):\n  open(sys.argv[1], 'w').write('saved')\n  sys.exit(75)\n"
+         "signal.signal(signal.SIGTERM, on_term)\nprint('ready', flush=True)\ntime.sleep(600)\n")
+  marker = tmp_path / "saved"
+  train = subprocess.Popen([sys.executable, str(fake), str(marker)], stdout=subprocess.PIPE, text=True)
+  other = subprocess.Popen(["sleep", "600"])
+  try:
+    assert train.stdout.readline().strip() == "ready"
+    (run_dir / "train.pid").write_text(f"{other.pid}\n")
+    subprocess.run(["bash", "-c", stop], check=True, env=env, timeout=TIMEOUT_S)
+    assert other.poll() is None  # not a train.py: left alone
+    (run_dir / "train.pid").write_text(f"{train.pid}\n")
+    out = subprocess.run(["bash", "-c", stop], check=True, env=env, timeout=TIMEOUT_S, capture_output=True,
+                         text=True)
+    assert f"stopping the previous run (pid {train.pid})" in out.stdout
+    assert train.wait(timeout=5) == 75 and marker.read_text() == "saved"
+    assert not (run_dir / "train.pid").exists()
+  finally:
+    for p in (train, other):
+      if p.poll() is None:
+        p.kill()
+
+
+def test_install_is_skipped_when_the_same_commit_is_installed(git_repo, tmp_path):
+  """From a git checkout the install records the commit in the worker's venv; the next launch of the same
+  commit skips pip (a stub pip that fails shows it is not called); --reinstall, or another commit, installs."""
+  def install_command(*more):
+    commands = _commands(_dry_run(*_full_args(git_repo, *more)).stdout)
+    return next(_remote_command(argv) for argv in commands if _step(argv) == "ssh-install")
+
+  head = subprocess.run(["git", "-C", git_repo, "rev-parse", "HEAD"], capture_output=True, text=True,
+                        check=True).stdout.strip()
+  install = install_command()
+  assert head in install
+  home = tmp_path / "home"
+  run_dir = home / "fartrack-jax"
+  stub_bin = home / "bin"
+  _write(str(stub_bin / "pip"), "#!/bin/bash\necho pip-called >> \"$HOME/pip.log\"\n")
+  _write(str(stub_bin / "python3.11"), "#!/bin/bash\nmkdir -p .venv/bin && "
+         "echo \"export PATH=$HOME/bin:\\$PATH\" > .venv/bin/activate\n")
+  for f in ("pip", "python3.11"):
+    os.chmod(stub_bin / f, 0o755)
+  run_dir.mkdir(parents=True)
+  env = {**os.environ, "HOME": str(home), "PATH": f"{stub_bin}:{os.environ['PATH']}"}
+  subprocess.run(["bash", "-c", install], check=True, env=env, timeout=TIMEOUT_S)
+  calls = (home / "pip.log").read_text().count("pip-called")
+  assert calls == 4  # pip itself, requirements, jax[tpu], the project
+  out = subprocess.run(["bash", "-c", install], check=True, env=env, timeout=TIMEOUT_S, capture_output=True,
+                       text=True)
+  assert "skipping the install" in out.stdout
+  assert (home / "pip.log").read_text().count("pip-called") == calls
+  subprocess.run(["bash", "-c", install_command("--reinstall")], check=True, env=env, timeout=TIMEOUT_S)
+  assert (home / "pip.log").read_text().count("pip-called") == 2 * calls

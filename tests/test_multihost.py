@@ -68,14 +68,14 @@ def run_launched(args, processes, devices_per_process, *launcher_flags):
   return out.stdout
 
 
-def assert_states_close(a, b, what):
+def assert_states_close(a, b, what, tol=TOL):
   leaves_a = dict(jax.tree_util.tree_leaves_with_path(a))
   leaves_b = dict(jax.tree_util.tree_leaves_with_path(b))
   assert leaves_a.keys() == leaves_b.keys(), what
   worst = max(float(np.max(np.abs(np.asarray(leaves_a[k], np.float64) - np.asarray(leaves_b[k], np.float64))))
               if np.size(leaves_a[k]) else 0.0 for k in leaves_a)
   print(f"{what}: max |difference| {worst:.3g}")
-  assert worst <= TOL, f"{what}: max |difference| {worst}"
+  assert worst <= tol, f"{what}: max |difference| {worst}"
   return worst
 
 

@@ -97,3 +97,70 @@ def test_resume_with_another_model_is_refused_by_name(tmp_path):
   config.run.max_steps = 2
   with pytest.raises(checkpointing.ModelMismatchError, match=r"model.embed_dim: checkpoint 48, config 36"):
     trainer.train(config, workdir, data_fn=train_fakes.make_data_fn(), async_checkpoints=False)
+
+
+def _fault_job(tmp_path, data_root, fault, *more, timeout_s=900):
+  """Both processes of a 2-process smoke run with `fault` (tests/fault_driver.py) injected into process 1;
+  returns [(status, stderr, seconds)] of each."""
+  args = [os.path.join(ROOT, "tests", "fault_driver.py"), "--config",
+          os.path.join(ROOT, "configs", "fartrack.py") + ":variant=smoke", "--workdir", str(tmp_path / "w"),
+          "--data-root", f"synthetic={data_root}", "--config.run.max_steps=40",
+          "--config.data.train.sample_per_epoch=256", "--config.train.global_batch_size=8",
+          "--config.run.checkpoint_every_steps=2", "--config.run.val_every_steps=100000",
+          "--heartbeat_timeout_s=60", *more]
+  jobs = distributed.local_job_commands(2, 4, args, distributed.free_port())
+  started = time.monotonic()
+  procs = [subprocess.Popen(argv, cwd=ROOT, env=dict(env, FARTRACK_FAULT=fault), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True) for argv, env in jobs]
+  out = []
+  try:
+    for p in procs:
+      _, stderr = p.communicate(timeout=timeout_s)
+      out.append((p.returncode, stderr, time.monotonic() - started))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  return out
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+  from data_pipelines.training import synthetic_train  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path_factory.mktemp("synthetic") / "got10k")
+  synthetic_train.make_synthetic_train_dataset("got10k_train", root, num_sequences=3, num_frames=24)
+  return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault, own, advice", [
+    ("oom@3:1", "out of device memory in step 3", "lower train.global_batch_size"),
+    ("compile@1:1", "the training step did not compile", "will not pass by relaunching"),
+    ("data@3:1", "data error in reading training batch 3", "fix or remove the data"),
+    ("python@3:1", "ZeroDivisionError in step 3: injected", "a bug or bad input"),
+])
+def test_a_fault_in_one_process_is_named_for_what_it_is(tmp_path, data_root, fault, own, advice):
+  """Process 1 fails (injected); it says what failed with the advice that fits, and process 0 stops at once
+  naming process 1 and the same reason; neither tells the user to relaunch (that would repeat the fault)."""
+  (status_0, stderr_0, _), (status_1, stderr_1, _) = _fault_job(tmp_path, data_root, fault)
+  assert status_1 == 1 and status_0 == 1, (status_0, status_1, stderr_0[-2000:], stderr_1[-2000:])
+  line_1 = [l for l in stderr_1.splitlines() if l.startswith("error:")][-1]
+  assert line_1.startswith("error: process 1 of 2: ") and own in line_1 and advice in line_1, line_1
+  line_0 = _one_error_line(stderr_0)
+  assert line_0.startswith("error: process 0 of 2: process 1 failed: ") and own in line_0, line_0
+  for line in (line_0, line_1):
+    assert "start the same launch" not in line.lower(), line
+
+
+@pytest.mark.slow
+def test_a_stalled_process_is_named_within_the_stall_timeout(tmp_path, data_root):
+  """Process 1's read of batch 4 never returns, but the process is alive (its heartbeat thread runs): both
+  processes stop within the stall timeout (plus the watcher's poll), naming process 1 and where it is stuck."""
+  stall_s = 30
+  results = _fault_job(tmp_path, data_root, "stall@4:1", f"--stall_timeout_s={stall_s}", timeout_s=900)
+  for i, (status, stderr, _) in enumerate(results):
+    assert status == 1, (i, status, stderr[-3000:])
+    line = _one_error_line(stderr)
+    assert f"error: process {i} of 2: the job stalled: process 1 has not moved for" in line, line
+    assert "stuck in reading training batch 4" in line, line
+    assert "process 0 has not moved" not in line, line  # process 0 only waits for it in the step

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import os
 import resource
 import statistics
@@ -455,3 +456,101 @@ def run_benchmarks(configs, *, batch: int | None = None, steps_timed: int = 10, 
         f"{result['samples_per_s']:.1f} samples/s")
     results.append(result)
   return results
+
+
+OVERHEAD_COLUMNS = ("config", "stage", "batch", "dtype", "steps", "bare_ms", "trainer_ms", "overhead_pct",
+                    "device")
+
+
+def overhead_row(row: Row, *, steps_timed: int = 20, warmup: int = 3, fsdp: int = 1, seed: int = 0,
+                 loss_fn=None, spec: dict | None = None) -> dict:
+  """What `trainer.train` adds per step to the jitted step it runs (the NaN guard, metrics, progress,
+  preemption checks, goodput), against a bare loop of the same step fed the same way.
+
+  Bare: `steps_timed` times, upload the host batch (`steps.device_batch`, as the trainer does) and call the
+  chained step of `steps.make_train_step` with the previous step's `finite`; one `block_until_ready` at the
+  end (after `warmup` steps). Trainer: `trainer.train` on the same loss, fed the same host batch by an
+  iterator that repeats it (no input pipeline: its cost is the pipeline's, not the loop's), logging every
+  `steps_timed` steps; the time between its logs at steps `steps_timed` and `2 * steps_timed` (the first
+  window holds the compile), one log included. Per-step medians are not available inside the trainer, so
+  both figures are means over the window."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.training import trainer  # pylint: disable=g-import-not-at-top
+  config = row.config
+  if loss_fn is None or spec is None:
+    loss_fn, spec = stage_functions(config, row.batch, row.clip_length)
+  devices = jax.local_devices()
+  mesh = steps.make_train_mesh(fsdp, devices=devices)
+  steps.check_global_batch(row.batch, mesh)
+  host_batch = random_batch(spec, config, seed)
+
+  model = model_lib.build_model(config, "float32")
+  init_key = jax.random.PRNGKey(seed)
+  param_shapes = jax.eval_shape(lambda: model_lib.init_params(model, init_key))
+  tx, schedules = optim.make_optimizer(config, param_shapes)
+  init, shardings = steps.make_sharded_init(lambda: model_lib.init_params(model, init_key), tx, seed, mesh)
+  state = init()
+  data_sharding = steps.batch_sharding(mesh)
+  train_step = steps.make_train_step(loss_fn, tx, shardings, mesh, schedules, chained=True)
+  finite = jax.device_put(np.float32(1.0), NamedSharding(mesh, PartitionSpec()))
+  for _ in range(warmup):
+    state, metrics = train_step(state, steps.device_batch(host_batch, data_sharding), finite)
+    finite = metrics["finite"]
+  jax.block_until_ready((state, metrics))
+  start = time.perf_counter()
+  for _ in range(steps_timed):
+    state, metrics = train_step(state, steps.device_batch(host_batch, data_sharding), finite)
+    finite = metrics["finite"]
+  jax.block_until_ready((state, metrics))
+  bare_ms = (time.perf_counter() - start) / steps_timed * 1e3
+  del state
+
+  run = config_lib.validate_config(config)
+  with run.unlocked():
+    run.model.allow_random_init = True
+    run.model.pretrain_file = run.model.pretrain_pth = ""
+    run.train.global_batch_size = row.batch
+    run.run.fsdp = fsdp
+    run.run.max_steps = 2 * steps_timed
+    run.run.log_every_steps = steps_timed
+    run.run.val_every_steps = run.run.checkpoint_every_steps = 10 * steps_timed
+    run.run.val_batches = 1
+    run.data.train.sample_per_epoch = max(int(run.data.train.sample_per_epoch), 4 * steps_timed * row.batch)
+    run.train.epoch = max(int(run.train.epoch), 1)
+
+  def data_fn(cfg, workdir, split, per_process_batch, data_seed, num_examples=None):
+    del cfg, workdir, split, per_process_batch, data_seed, num_examples
+    return _RepeatBatch(host_batch)
+
+  logged = {}
+  on_log = lambda step, total, scalars: logged.setdefault(step, time.perf_counter())
+  with tempfile.TemporaryDirectory() as workdir:
+    trainer.train(run, workdir, data_fn=data_fn, loss_fn=loss_fn, on_log=on_log)
+  trainer_ms = (logged[2 * steps_timed] - logged[steps_timed]) / steps_timed * 1e3
+  desc = device_description(devices)
+  return {"config": row.name, "variant": config.variant, "stage": config.stage, "batch": row.batch,
+          "dtype": config.dtype, "steps": steps_timed, "warmup": warmup, "bare_ms": bare_ms,
+          "trainer_ms": trainer_ms, "overhead_pct": 100.0 * (trainer_ms - bare_ms) / bare_ms,
+          "device": desc["device"], "num_devices": desc["num_devices"], "cores": desc["cores"], "fsdp": fsdp,
+          "jax": jax.__version__}
+
+
+class _RepeatBatch:
+  """An endless iterator over one batch with a position grain's checkpoint handler can save (JSON bytes)."""
+
+  def __init__(self, batch):
+    self._batch, self._count = batch, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    self._count += 1
+    return self._batch
+
+  def get_state(self) -> bytes:
+    return json.dumps({"next_index": self._count}).encode()
+
+  def set_state(self, state) -> None:
+    self._count = json.loads(state)["next_index"]

@@ -50,6 +50,15 @@ class TrainCheckpoints:
         state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator),
         meta=ocp.args.JsonSave(meta)), force=force)
 
+  def reached_preemption(self, step: int) -> bool:
+    """Whether every process of the job has agreed to save `step` for a preemption (JAX's sync point; false
+    in a single process). Ask at every step: the agreement counts the steps each process reports."""
+    return self._manager.reached_preemption(step)
+
+  def wait_until_finished(self) -> None:
+    """Blocks until the checkpoint being written (if any) is committed."""
+    self._manager.wait_until_finished()
+
   def saved_process_count(self, step: int) -> int | None:
     """How many processes wrote the checkpoint at `step` (from grain's `process_I-of-N.json` names)."""
     names = [p.name for p in (storage.as_path(self.directory) / str(step) / "data").glob("process_*-of-*.json")]
@@ -91,6 +100,16 @@ class TrainCheckpoints:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def committed_steps(directory) -> list[int]:
+  """The steps of `directory` (a run's workdir or its `checkpoints` folder) whose checkpoint is committed:
+  on a bucket orbax writes a step in place and marks it with `commit_success.txt`, locally it renames a
+  temporary folder. Reads only the listing (no barrier between processes), so it works in an error path."""
+  path = storage.as_path(directory)
+  if (path / "checkpoints").is_dir():
+    path = path / "checkpoints"
+  return sorted(ocp.step.checkpoint_steps(path))
 
 
 def seek_batches(fresh_state: dict, batches: int) -> dict:

@@ -94,23 +94,30 @@ def device_batch(local_batch: dict, sharding: NamedSharding) -> dict:
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, state_sharding, mesh,
-                    lr_schedules: dict[str, optax.Schedule] | None = None):
+                    lr_schedules: dict[str, optax.Schedule] | None = None, chained: bool = False):
   """`step(state, batch) -> (state, metrics)`, jitted, state donated.
 
   A non-finite loss or gradient leaves the state unchanged (params, optimizer state and step) and reports
   `finite = 0`, so the caller can stop with the last good state still in hand.
+
+  `chained=True`: `step(state, batch, finite_so_far) -> (state, metrics)`, where `finite_so_far` is the
+  previous step's `metrics["finite"]` (a device scalar; 1.0 before the first step). Once a step is not
+  finite, no later step updates the state and every later `finite` is 0, so the host may queue step s+1
+  before it has looked at step s and still stop with the state of the last finite step.
   """
   lr_schedules = lr_schedules or {}
   data = batch_sharding(mesh)
   replicated = NamedSharding(mesh, P())
 
-  def step(state, batch):
+  def step(state, batch, finite_so_far=None):
     rng, step_rng = jax.random.split(state["rng"])
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, step_rng)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    if finite_so_far is not None:
+      finite = finite & (finite_so_far > 0)
     new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": rng}
     new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, state)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, finite=finite.astype(jnp.float32))
@@ -118,8 +125,11 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, state_sha
       metrics[f"lr_{name}"] = schedule(state["step"])
     return new, metrics
 
-  return jax.jit(step, in_shardings=(state_sharding, data), out_shardings=(state_sharding, replicated),
-                 donate_argnums=(0,))
+  if chained:
+    return jax.jit(step, in_shardings=(state_sharding, data, replicated),
+                   out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+  return jax.jit(lambda state, batch: step(state, batch), in_shardings=(state_sharding, data),
+                 out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 
 
 def make_eval_step(loss_fn: LossFn, state_sharding, mesh):

@@ -1,15 +1,24 @@
 """The training loop every stage runs: `train(config, workdir)`.
 
 Order of work, so that what can be wrong fails before anything is compiled or trained:
-  1. the config is validated and written to `<workdir>/config.json` (resolved, every field);
+  1. the config is validated;
   2. the mesh is built and the global batch checked against devices and processes;
   3. the dataset roots are opened (`DatasetError` naming the root) and the pretrained weights loaded
      (`FileNotFoundError` / `ConversionError` naming the file);
   4. the state is created in its shardings, or restored from the latest checkpoint in
-     `<workdir>/checkpoints` together with the input pipeline's position;
-  5. the loop: one jitted step per batch, a NaN guard after every step, metrics every
-     `run.log_every_steps` (TensorBoard events + log lines via clu), validation loss every
-     `run.val_every_steps`, an asynchronous checkpoint every `run.checkpoint_every_steps` and at the end.
+     `<workdir>/checkpoints` together with the input pipeline's position (a checkpoint of another model is
+     refused first); then the resolved config is written to `<workdir>/config.json`;
+  5. the loop: one jitted step per batch, metrics every `run.log_every_steps` (TensorBoard events + log lines
+     via clu), validation loss every `run.val_every_steps`, an asynchronous checkpoint every
+     `run.checkpoint_every_steps` and at the end.
+
+The host never waits for the step it has just queued: it reads and uploads batch s+1 while step s runs, and
+looks at step s's NaN guard after queueing step s+1 (`steps.make_train_step(chained=True)`: once a step is
+not finite no later step changes the state, so the run still stops with the last finite state, naming the
+step). A preemption (SIGTERM to any process, `distributed.PreemptionNotice`) saves the step every process
+agreed on, waits until it is committed and raises `Preempted`. Where the wall time went (start-up, compile,
+input, steps, checkpoints, validation, steps recomputed after a restart) goes to TensorBoard and
+`<workdir>/goodput.json` (`goodput.py`).
 
 Each process feeds its own rows of the global batch (grain reads indices `process_index::process_count`);
 `jax.make_array_from_process_local_data` assembles the global arrays.
@@ -29,15 +38,30 @@ import numpy as np
 
 from fartrack_jax import checkpoints as params_io
 from fartrack_jax import config_lib
+from fartrack_jax import distributed
 from fartrack_jax import model as model_lib
 from fartrack_jax import storage
-from fartrack_jax.training import checkpointing, optim, stages, steps
+from fartrack_jax.training import checkpointing, goodput, optim, stages, steps
 
 logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
   """The loss or the gradient norm became NaN/Inf; the state was not updated and not saved."""
+
+
+class DataError(RuntimeError):
+  """Reading a training batch failed mid-run (the step and the reader's error are named)."""
+
+
+class Preempted(Exception):
+  """The job was told to stop (SIGTERM); `step` is committed in the checkpoints, `commit_s` seconds after the
+  notice. Starting the same launch again resumes there."""
+
+  def __init__(self, step: int, commit_s: float, goodput_line: str = ""):
+    super().__init__(f"preempted at step {step}: checkpoint committed in {commit_s:.1f} s; start the same "
+                     "launch to resume")
+    self.step, self.commit_s, self.goodput_line = step, commit_s, goodput_line
 
 
 @dataclasses.dataclass
@@ -47,6 +71,7 @@ class TrainResult:
   val_metrics: dict[str, float]
   skipped_samples: dict[str, int]
   resumed_from: int | None
+  goodput_line: str = ""  # `goodput 87 %: input 6 %, ...` over every launch of the workdir
 
 
 def _resolve_pretrained(path: str) -> str:
@@ -132,22 +157,23 @@ def _skip_reasons() -> tuple[str, ...]:
 
 def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None,
           async_checkpoints: bool = True,
-          on_log: Callable[[int, int, dict[str, float]], None] | None = None) -> TrainResult:
+          on_log: Callable[[int, int, dict[str, float]], None] | None = None,
+          started_at: float | None = None) -> TrainResult:
   """Trains `config` in `workdir` until `train.epoch` epochs (or `run.max_steps`) are done, resuming from
   the latest checkpoint there. `data_fn(config, workdir, split, per_process_batch, seed, num_examples)`
   and `loss_fn` replace the defaults (tests). `on_log(step, total_steps, scalars)` is called with what is
   written every `run.log_every_steps` steps (`train/...`, `data/...`) and after each validation (`val/...`),
-  for progress lines."""
+  for progress lines. `started_at`: wall-clock start of this launch, for the goodput accounting (default:
+  this process's start). Raises `Preempted` after committing the step of a preemption."""
   from clu import metric_writers, metrics as clu_metrics, periodic_actions  # pylint: disable=g-import-not-at-top
 
+  watch = goodput.Stopwatch(started_at)
+  distributed.progress("starting")
   config = config_lib.validate_config(config)
   # Every process probes the shared workdir (a missing bucket or a read-only one fails here, not at the
   # first checkpoint); process 0 alone writes the shared files.
   workdir_path = storage.check_writable(workdir, "--workdir")
   workdir = os.fspath(workdir_path)
-  if jax.process_index() == 0:
-    storage.write_text_atomic(workdir_path / "config.json",
-                              json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str))
 
   mesh = steps.make_train_mesh(config.run.fsdp)
   per_process_batch = steps.check_global_batch(int(config.train.global_batch_size), mesh)
@@ -173,6 +199,9 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
     checkpointing.check_same_model(ckpts.read_meta(latest), config, ckpts.directory, latest)
     net = model_lib.build_model(config, "float32")
     params = jax.eval_shape(lambda: model_lib.init_params(net, jax.random.PRNGKey(0)))
+  if jax.process_index() == 0:  # after the model check: a refused resume leaves the run's config as it was
+    storage.write_text_atomic(workdir_path / "config.json",
+                              json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str))
   tx, schedules = optim.make_optimizer(config, params)
   build_state = lambda p: steps.init_state(p, tx, int(config.seed))
   shapes = jax.eval_shape(build_state, params)
@@ -182,15 +211,18 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
     logger.info("starting from %s", source)
   else:
     saved_by = ckpts.saved_process_count(latest)
+    watch.lap("startup")
+    distributed.progress(f"restoring step {latest}")
     state, _ = ckpts.restore(latest, checkpointing.abstract_like(shapes, shardings), train_iter,
                              global_batch=int(config.train.global_batch_size))
     logger.info("resumed from step %d of %s%s", latest, ckpts.directory,
                 "" if saved_by in (None, jax.process_count()) else
                 f" (saved by {saved_by} processes, now {jax.process_count()}: the data continue at global "
                 f"example {latest * int(config.train.global_batch_size)})")
+    watch.lap("checkpoints")
   del params
 
-  train_step = steps.make_train_step(loss_fn, tx, shardings, mesh, schedules)
+  train_step = steps.make_train_step(loss_fn, tx, shardings, mesh, schedules, chained=True)
   eval_step = steps.make_eval_step(loss_fn, shardings, mesh)
   data_sharding = steps.batch_sharding(mesh)
 
@@ -204,9 +236,10 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
                                           every_secs=None))
   reasons = _skip_reasons()
   skipped = np.zeros(len(reasons), np.int64)
-  # Each step's metrics (host numpy), averaged with clu's `Average` once per logging window: built per step,
-  # its jnp arithmetic cost ~80 small dispatches a step, as much as a smoke step itself.
-  window: dict[str, list[np.ndarray]] = {}
+  # Each step's metrics (device arrays, fetched in one transfer), averaged with clu's `Average` once per
+  # logging window: built per step, its jnp arithmetic cost ~80 small dispatches a step, as much as a smoke
+  # step itself.
+  window: list[dict] = []
   last_metrics: dict[str, float] = {}
   val_metrics: dict[str, float] = {}
   meta = {"stage": config.stage, "variant": config.variant, "depth": int(config.model.depth),
@@ -214,53 +247,131 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
           "model": config.model.to_dict(), "format": "fartrack-jax-train-v1"}
 
   step = int(jax.device_get(state["step"]))
+  first_step = step
+  goodput_path = workdir_path / "goodput.json"
+  launches = goodput.previous_launches(goodput_path)
+  trained_before = goodput.last_step_trained(launches)  # steps up to here are recomputed after a restart
+  finite_so_far = jax.device_put(np.float32(1.0), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  unchecked = None  # (step, metrics) of the newest step whose NaN guard the host has not looked at yet
+  ended, compiled, recorded, goodput_line = "failed", False, False, ""
+
+  def check_finite(step_number: int, step_metrics: dict) -> None:
+    if float(jax.device_get(step_metrics["finite"])) > 0:
+      return
+    loss, grad_norm = jax.device_get((step_metrics["loss"], step_metrics["grad_norm"]))
+    raise NonFiniteLossError(
+        f"step {step_number}: loss={float(loss)}, grad_norm={float(grad_norm)} is not finite; stopping. The "
+        f"state was not updated; the last checkpoint is step {ckpts.latest_step()} in {ckpts.directory}")
+
+  notice = distributed.PreemptionNotice()
   window_start, window_samples = time.monotonic(), 0
+  watch.lap("startup")
   try:
+    notice.__enter__()
     while step < total:
-      batch = dict(next(train_iter))
+      distributed.progress(f"reading training batch {step + 1}")
+      try:
+        batch = dict(next(train_iter))
+      except StopIteration:
+        raise DataError(f"the training data ended before batch {step + 1} of {total}") from None
+      except Exception as e:  # pylint: disable=broad-except
+        raise DataError(f"reading training batch {step + 1} failed: {type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:300]}") from e
       skips = batch.pop("skips", None)
       if skips is not None:
         skipped += np.asarray(skips).reshape(-1, len(reasons)).sum(0)
+      batch = steps.device_batch(batch, data_sharding)
+      watch.lap("input")
+      distributed.progress(f"step {step + 1}" if compiled else "compiling the training step")
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        state, metrics = train_step(state, steps.device_batch(batch, data_sharding))
-      metrics = jax.device_get(metrics)
-      if not metrics["finite"]:
-        raise NonFiniteLossError(
-            f"step {step + 1}: loss={float(metrics['loss'])}, grad_norm={float(metrics['grad_norm'])} is not "
-            f"finite; stopping. The state was not updated; the last checkpoint is step {ckpts.latest_step()} "
-            f"in {ckpts.directory}")
+        state, metrics = train_step(state, batch, finite_so_far)
+      finite_so_far = metrics["finite"]
+      if not compiled:
+        compiled = True
+        watch.lap("compile")
+        distributed.progress(f"step {step + 1}", started=True)
+      if unchecked is not None:
+        check_finite(*unchecked)  # waits for the previous step while this one runs
       step += 1
+      unchecked = (step, metrics)
+      window.append(metrics)
       window_samples += int(config.train.global_batch_size)
-      for k, v in metrics.items():
-        window.setdefault(k, []).append(np.asarray(v, np.float32))
       for hook in hooks:
         hook(step)
-      if step % config.run.log_every_steps == 0 or step == total:
+      preempted = notice.reached(step, ckpts)
+      log_now = step % config.run.log_every_steps == 0 or step == total
+      val_now = step % config.run.val_every_steps == 0 or step == total
+      save_now = step % config.run.checkpoint_every_steps == 0 or step == total or preempted
+      if log_now or val_now or save_now:
+        check_finite(*unchecked)
+        unchecked = None
+      watch.lap("recomputed" if step <= trained_before else "steps")
+      if log_now:
         job_skipped = _sum_over_processes(skipped)
         elapsed = max(time.monotonic() - window_start, 1e-9)
-        last_metrics = {k: float(clu_metrics.Average.from_model_output(np.stack(v)).compute())
-                        for k, v in window.items()}
+        fetched = jax.device_get(window)
+        last_metrics = {k: float(clu_metrics.Average.from_model_output(
+            np.stack([np.asarray(m[k], np.float32) for m in fetched])).compute()) for k in fetched[0]}
         scalars = {f"train/{k}": v for k, v in last_metrics.items() if k != "finite"}
         scalars["train/samples_per_s"] = window_samples / elapsed
         scalars.update({f"data/skipped_{r}": int(n) for r, n in zip(reasons, job_skipped)})
+        scalars.update({f"goodput/{k}": v for k, v in watch.fractions().items()})
         writer.write_scalars(step, scalars)
         if on_log is not None:
           on_log(step, total, scalars)
-        window, window_start, window_samples = {}, time.monotonic(), 0
-      if step % config.run.val_every_steps == 0 or step == total:
+        window, window_start, window_samples = [], time.monotonic(), 0
+        watch.lap("steps")
+      if val_now:
+        distributed.progress(f"validation at step {step}")
         val_metrics = _validate(val_data, int(config.run.val_batches), eval_step, state, data_sharding)
         val_scalars = {f"val/{k}": v for k, v in val_metrics.items()}
         writer.write_scalars(step, val_scalars)
         if on_log is not None:
           on_log(step, total, val_scalars)
-      if step % config.run.checkpoint_every_steps == 0 or step == total:
-        ckpts.save(step, state, train_iter, dict(meta, step=step), force=step == total)
+        watch.lap("validation")
+      if save_now:
+        distributed.progress(f"saving the checkpoint of step {step}")
+        ckpts.save(step, state, train_iter, dict(meta, step=step), force=step == total or preempted)
+        if preempted:
+          ckpts.wait_until_finished()
+        watch.lap("checkpoints")
+      if preempted and step < total:
+        ended = "preempted"
+        raise Preempted(step, time.time() - notice.received_at)
+    ended = "finished"
+  except Preempted as p:
+    recorded = True
+    p.goodput_line = _record_goodput(goodput_path, launches, watch, first_step, step, ended, ckpts, writer)
+    raise
   finally:
-    ckpts.close()
-    writer.flush()
+    notice.__exit__(None, None, None)
+    if not recorded:
+      goodput_line = _record_goodput(goodput_path, launches, watch, first_step, step, ended, ckpts, writer)
   return TrainResult(step=step, last_metrics=last_metrics, val_metrics=val_metrics,
                      skipped_samples={r: int(n) for r, n in zip(reasons, _sum_over_processes(skipped))},
-                     resumed_from=latest)
+                     resumed_from=latest, goodput_line=goodput_line)
+
+
+def _record_goodput(path, launches, watch, first_step: int, step: int, ended: str, ckpts, writer) -> str:
+  """Closes the checkpoints (waiting for the last save), then writes this launch's goodput (process 0) to
+  `goodput.json` and TensorBoard; returns the summary line over every launch."""
+  if ended != "failed":  # a failure is named by the phase it happened in
+    distributed.progress("closing the checkpoints")
+  try:
+    ckpts.close()
+  finally:
+    watch.lap("checkpoints")
+    line = ""
+    if jax.process_index() == 0:
+      try:
+        total = goodput.record(path, launches, watch, first_step, step, ended)
+        wall = max(sum(total.values()), 1e-9)
+        writer.write_scalars(step, {f"goodput_total/{k}": v / wall for k, v in total.items()})
+        line = goodput.summary(total)
+      except Exception as e:  # pylint: disable=broad-except
+        logger.warning("could not write %s: %s", path, e)
+    writer.flush()
+  return line
 
 
 def _sum_over_processes(counts: np.ndarray) -> np.ndarray:
