@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from fartrack_jax import model as model_lib
 from fartrack_jax import storage
+
+# The items of a training checkpoint (`training/checkpointing.TrainCheckpoints` writes them).
+TRAIN_ITEMS = ("state", "data", "meta")
 
 
 def save_params(directory: str, params, metadata: dict[str, Any]) -> str:
@@ -50,7 +55,6 @@ def load_params_for(directory: str, config) -> tuple[dict, dict]:
 
 def check_params_fit(params, config, directory: str, meta: dict) -> None:
   """ValueError naming every param that is missing, unexpected or of the wrong shape for `config`."""
-  from fartrack_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   net = model_lib.build_model(config, "float32")
   expected = jax.eval_shape(lambda: model_lib.init_params(net, jax.random.key(0)))
   want = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(expected)}
@@ -72,51 +76,47 @@ def load_any_params(path: str) -> tuple[dict, dict]:
   if not p.exists():
     raise FileNotFoundError(f"no checkpoint at {path}")
   if (p / "checkpoints").is_dir() or not (p / "params").exists():
-    from fartrack_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
-    params, meta, step = checkpointing.load_train_params(path)
+    params, meta, step = load_train_params(path)
     return params, dict(meta, step=step)
   return load_params(path)
 
 
-def _source_config(config, meta: dict):
-  """`config` with the stage and model section of the checkpoint described by `meta`."""
-  source = config.copy_and_resolve_references()
-  source.stage = meta.get("stage", config.stage)
-  model = meta.get("model")
-  if model:
-    for key, value in model.items():
-      if key in source.model:
-        source.model[key] = tuple(value) if isinstance(value, list) else value
-  return source
+def load_train_params(directory: str, step: int | None = None) -> tuple[dict, dict, int]:
+  """Params (numpy) and metadata of a training checkpoint, without the optimizer state or the data
+  iterator: `directory` is a run's workdir or its `checkpoints` folder; `step` defaults to the latest.
+  Returns `(params, meta, step)`."""
+  state, meta, step = load_train_state(directory, step)
+  return state["params"], meta, step
 
 
-def load_pretrained(path: str, config, init_params, allow_pickle: bool = False):
-  """Params for `config` from a previous stage or another depth, whatever the source format.
-
-  `path` is an orbax params checkpoint (`save_params`: converted, or exported by
-  `scripts/export_variant.py`), a training run's workdir (its latest checkpoint), an original `.pth.tar`
-  with a `net` state dict, or MAE weights (`model`).
-  Params of another stage or depth go through the original's state-dict keys, so every rule of the
-  converter applies on the way: a distill checkpoint's `normN` initialises the sparse model's
-  `masknormN.norm` (the original's remap), extra layers are left out (Nano/Pico from Tiny), and params the
-  source lacks that the forward never reads stay at `init_params`.
-
-  Returns `(params, convert.Report)`; raises `convert.ConversionError` / `FileNotFoundError` naming `path`.
-  """
-  from fartrack_jax import convert, model as model_lib, torch_io  # pylint: disable=g-import-not-at-top
-  spec = model_lib.ModelSpec.from_config(config)
-  if storage.as_path(path).is_dir():
-    params, meta = load_any_params(path)
-    source_spec = model_lib.ModelSpec.from_config(_source_config(config, meta))
-    state_dict = convert.flax_to_torch(params, source_spec)
-    kind = "net"
-  elif storage.as_path(path).is_file():
-    kind, state_dict = torch_io.load_state_dict(path, allow_pickle=allow_pickle)
-  else:
-    raise FileNotFoundError(f"pretrained weights not found: {path} (an orbax params directory or a .pth.tar)")
+def load_train_state(directory: str, step: int | None = None) -> tuple[dict, dict, int]:
+  """The whole state (params, optimizer state, step, rng; numpy, as saved: nested dicts and lists) and the
+  metadata of a training checkpoint on this host, whatever mesh wrote it. Returns `(state, meta, step)`."""
+  path = storage.as_path(directory)
+  if (path / "checkpoints").is_dir():
+    path = path / "checkpoints"
+  directory = os.fspath(path)
+  if not path.is_dir():
+    raise FileNotFoundError(f"no training checkpoints at {directory}")
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
+                                  item_names=TRAIN_ITEMS,
+                                  item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                                 "data": grain.checkpoint.CheckpointHandler(),
+                                                 "meta": ocp.JsonCheckpointHandler()})
   try:
-    if kind == "model":
-      return convert.mae_to_flax(state_dict, spec, init_params)
-    return convert.torch_to_flax(state_dict, spec, init_params)
-  except convert.ConversionError as e:
-    raise convert.ConversionError(f"{path}: {e}") from None
+    step = manager.latest_step() if step is None else step
+    if step is None or step not in manager.all_steps():
+      raise FileNotFoundError(f"{directory} has no finished checkpoint"
+                              + (f" at step {step}" if step is not None else "")
+                              + f" (steps: {list(manager.all_steps())})")
+    meta_only = manager.item_metadata(step)
+    state_meta = meta_only["state"]
+    cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+    abstract = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu), dict(state_meta))
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                             meta=ocp.args.JsonRestore()))
+  finally:
+    manager.close()
+  state = jax.tree_util.tree_map(np.asarray, restored["state"])
+  return state, dict(restored["meta"]), int(step)

@@ -1,7 +1,9 @@
 """Conversion between the original PyTorch state dicts and Flax params.
 
-Everything here works on numpy arrays keyed by the original's state-dict names; reading and writing the
-`.pth.tar` files themselves (which needs torch) is in `fartrack_jax/torch_io.py`.
+The mapping works on numpy arrays keyed by the original's state-dict names; reading and writing the
+`.pth.tar` files themselves (which needs torch) is in `fartrack_jax/torch_io.py`, and the orbax params files in
+`fartrack_jax/checkpoints.py`. The file-level conversions at the end (`convert_checkpoint_to_flax`,
+`convert_params_to_torch`, `load_pretrained`) join the three.
 
 Key map (L = `model.num_blocks`; layer i of ours is `blocks.i` for i < L, else `extension.{i - L}`):
 
@@ -25,9 +27,13 @@ import os
 import re
 from typing import Mapping
 
+import jax
 import numpy as np
 
+from fartrack_jax import checkpoints
+from fartrack_jax import model as model_lib
 from fartrack_jax import storage
+from fartrack_jax import torch_io
 from fartrack_jax.model import ModelSpec
 
 # Params the forward pass never reads; a checkpoint may lack them (they are then left at init).
@@ -334,8 +340,6 @@ def convert_checkpoint_to_flax(checkpoint: str, config, output: str, source: str
   and writes an orbax params checkpoint to `output`. Params the file lacks that the forward never reads
   start from a fresh init drawn with `seed`. Raises `ConversionError` before writing anything when the
   checkpoint does not fit."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from fartrack_jax import checkpoints, model as model_lib, torch_io  # pylint: disable=g-import-not-at-top
   if storage.as_path(output).exists():
     raise FileExistsError(f"{output} already exists; choose a new --output")
   kind, sd = torch_io.load_state_dict(checkpoint, allow_pickle=allow_pickle)
@@ -357,10 +361,52 @@ def convert_params_to_torch(params_dir: str, config, output: str) -> int:
   """Writes params as `{'net': state_dict}` for the original code: `params_dir` is an orbax params
   checkpoint, a training run's workdir or its `checkpoints` folder (the latest step), as the evaluator and
   the exporter accept. Returns the number of keys written."""
-  from fartrack_jax import checkpoints, model as model_lib, torch_io  # pylint: disable=g-import-not-at-top
   params, meta = checkpoints.load_any_params(params_dir)
   checkpoints.check_params_fit(params, config, params_dir, meta)
   sd = flax_to_torch(params, model_lib.ModelSpec.from_config(config))
   torch_io.save_state_dict(output, sd, extra={"fartrack_jax": {"stage": meta.get("stage"),
                                                                "depth": meta.get("depth")}})
   return len(sd)
+
+
+def _source_config(config, meta: dict):
+  """`config` with the stage and model section of the checkpoint described by `meta`."""
+  source = config.copy_and_resolve_references()
+  source.stage = meta.get("stage", config.stage)
+  model = meta.get("model")
+  if model:
+    for key, value in model.items():
+      if key in source.model:
+        source.model[key] = tuple(value) if isinstance(value, list) else value
+  return source
+
+
+def load_pretrained(path: str, config, init_params, allow_pickle: bool = False):
+  """Params for `config` from a previous stage or another depth, whatever the source format.
+
+  `path` is an orbax params checkpoint (`save_params`: converted, or exported by
+  `scripts/export_variant.py`), a training run's workdir (its latest checkpoint), an original `.pth.tar`
+  with a `net` state dict, or MAE weights (`model`).
+  Params of another stage or depth go through the original's state-dict keys, so every rule of the
+  converter applies on the way: a distill checkpoint's `normN` initialises the sparse model's
+  `masknormN.norm` (the original's remap), extra layers are left out (Nano/Pico from Tiny), and params the
+  source lacks that the forward never reads stay at `init_params`.
+
+  Returns `(params, Report)`; raises `ConversionError` / `FileNotFoundError` naming `path`.
+  """
+  spec = model_lib.ModelSpec.from_config(config)
+  if storage.as_path(path).is_dir():
+    params, meta = checkpoints.load_any_params(path)
+    source_spec = model_lib.ModelSpec.from_config(_source_config(config, meta))
+    state_dict = flax_to_torch(params, source_spec)
+    kind = "net"
+  elif storage.as_path(path).is_file():
+    kind, state_dict = torch_io.load_state_dict(path, allow_pickle=allow_pickle)
+  else:
+    raise FileNotFoundError(f"pretrained weights not found: {path} (an orbax params directory or a .pth.tar)")
+  try:
+    if kind == "model":
+      return mae_to_flax(state_dict, spec, init_params)
+    return torch_to_flax(state_dict, spec, init_params)
+  except ConversionError as e:
+    raise ConversionError(f"{path}: {e}") from None

@@ -21,9 +21,13 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from fartrack_jax import checkpoints
 from fartrack_jax import storage
 
-ITEMS = ("state", "data", "meta")
+ITEMS = checkpoints.TRAIN_ITEMS
+# Read without the manager (the evaluator, the exporter): kept under their old names here.
+load_train_params = checkpoints.load_train_params
+load_train_state = checkpoints.load_train_state
 
 
 class TrainCheckpoints:
@@ -154,45 +158,3 @@ def abstract_like(state_shapes, shardings):
   """ShapeDtypeStructs carrying the target shardings, for `restore`."""
   return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_shapes,
                                 shardings)
-
-
-def load_train_params(directory: str, step: int | None = None) -> tuple[dict, dict, int]:
-  """Params (numpy) and metadata of a training checkpoint, without the optimizer state or the data
-  iterator: `directory` is a run's workdir or its `checkpoints` folder; `step` defaults to the latest.
-  Returns `(params, meta, step)`."""
-  state, meta, step = load_train_state(directory, step)
-  return state["params"], meta, step
-
-
-def load_train_state(directory: str, step: int | None = None) -> tuple[dict, dict, int]:
-  """The whole state (params, optimizer state, step, rng; numpy, as saved: nested dicts and lists) and the
-  metadata of a training checkpoint on this host, whatever mesh wrote it. Returns `(state, meta, step)`."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  path = storage.as_path(directory)
-  if (path / "checkpoints").is_dir():
-    path = path / "checkpoints"
-  directory = os.fspath(path)
-  if not path.is_dir():
-    raise FileNotFoundError(f"no training checkpoints at {directory}")
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
-                                  item_names=ITEMS,
-                                  item_handlers={"state": ocp.StandardCheckpointHandler(),
-                                                 "data": grain.checkpoint.CheckpointHandler(),
-                                                 "meta": ocp.JsonCheckpointHandler()})
-  try:
-    step = manager.latest_step() if step is None else step
-    if step is None or step not in manager.all_steps():
-      raise FileNotFoundError(f"{directory} has no finished checkpoint"
-                              + (f" at step {step}" if step is not None else "")
-                              + f" (steps: {list(manager.all_steps())})")
-    meta_only = manager.item_metadata(step)
-    state_meta = meta_only["state"]
-    cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
-    abstract = jax.tree_util.tree_map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu), dict(state_meta))
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                             meta=ocp.args.JsonRestore()))
-  finally:
-    manager.close()
-  state = jax.tree_util.tree_map(np.asarray, restored["state"])
-  return state, dict(restored["meta"]), int(step)

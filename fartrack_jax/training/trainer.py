@@ -36,7 +36,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from fartrack_jax import checkpoints as params_io
+from fartrack_jax import convert
 from fartrack_jax import config_lib
 from fartrack_jax import distributed
 from fartrack_jax import model as model_lib
@@ -102,7 +102,7 @@ def initial_params(config, seed: int) -> tuple[dict, str]:
   path = _resolve_pretrained(path)
   if not storage.as_path(path).exists():
     raise FileNotFoundError(f"{field}={path!r} does not exist (give an orbax params directory or a .pth.tar)")
-  params, report = params_io.load_pretrained(path, config, init)
+  params, report = convert.load_pretrained(path, config, init)
   for line in report.lines():
     logger.info("pretrained %s: %s", path, line)
   return params, path

@@ -16,6 +16,7 @@ from data_pipelines import synthetic
 from data_pipelines.benchmarks import readers
 from data_pipelines.training import synthetic_train
 from fartrack_jax import checkpoints
+from fartrack_jax import convert
 from fartrack_jax import model as model_lib
 from fartrack_jax import recipe
 from fartrack_jax.evaluation import analysis
@@ -139,7 +140,7 @@ def _track_stage1(workdir, train_root, val_root, stage1_dir, overrides):
   tracker_config = recipe.with_paths(quickstart.get_config("sparse_steps=1").sparse, workdir, train_root)
   tracker_config.update_from_flattened_dict({k: v for k, v in overrides.items() if k.startswith("test.")})
   _, fresh = init(tracker_config)
-  params, _ = checkpoints.load_pretrained(stage1_dir, tracker_config, fresh)
+  params, _ = convert.load_pretrained(stage1_dir, tracker_config, fresh)
   scores, _, _ = recipe.track_and_score(tracker_config, params, val_root, os.path.join(workdir, "results"),
                                         log=lambda _: None)
   print(analysis.format_table(scores))

@@ -48,7 +48,7 @@ def test_sparse_nano_starts_from_the_nano_export(tmp_path, distilled_tiny):
   sparse_nano = load_config("fartrack_sparse", "variant=nano")
   init = jax.tree_util.tree_map(np.asarray, model_lib.init_params(model_lib.build_model(sparse_nano),
                                                                   jax.random.PRNGKey(0)))
-  loaded, report = checkpoints.load_pretrained(out, sparse_nano, init)
+  loaded, report = convert.load_pretrained(out, sparse_nano, init)
   np.testing.assert_array_equal(loaded["layer_9"]["masknorm2"]["scale"], params["layer_9"]["norm2"]["scale"])
   np.testing.assert_array_equal(loaded["layer_9"]["mlp"]["fc1"]["kernel"], params["layer_9"]["mlp"]["fc1"]["kernel"])
   assert not report.unused

@@ -175,7 +175,7 @@ def test_distill_checkpoint_loads_into_the_sparse_model(tmp_path):
   sparse_config = load_config("fartrack_sparse", "smoke")
   init = jax.tree_util.tree_map(np.asarray, model_lib.init_params(model_lib.build_model(sparse_config),
                                                                   jax.random.PRNGKey(3)))
-  params, report = checkpoints.load_pretrained(str(tmp_path / "distill"), sparse_config, init)
+  params, report = convert.load_pretrained(str(tmp_path / "distill"), sparse_config, init)
   for layer in ("layer_0", "layer_1"):
     for norm in ("norm1", "norm2"):
       # The original's remap: normN initialises masknormN.norm.
