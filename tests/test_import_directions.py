@@ -67,3 +67,69 @@ def test_moved_names_keep_their_old_spelling():
   assert tracker.track_sequences is loop.track_sequences and tracker.read_rgb is loop.read_rgb
   assert (crop.sample_target, crop.map_box_back, crop.clip_box) == (crops.sample_target, crops.map_box_back,
                                                                    crops.clip_box)
+
+
+def _module_name(rel: str) -> str:
+  name = rel[:-3].replace(os.sep, ".")
+  return name[:-len(".__init__")] if name.endswith(".__init__") else name
+
+
+def _import_graph() -> dict[str, set[str]]:
+  """Module -> the project modules it imports (deferred imports included), for the library's packages."""
+  modules = {_module_name(rel): path for package in FORBIDDEN for rel, path in _files(package)}
+  graph = {}
+  for name, path in modules.items():
+    targets = set()
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+      names = []
+      if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        # `from package import module` imports the module; `from module import name`, the module.
+        subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules]
+        names = subs if len(subs) == len(node.names) else [node.module] + subs
+      targets.update(n for n in names if n in modules and n != name)
+    graph[name] = targets
+  return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+  """Every strongly connected group of more than one module (Tarjan)."""
+  index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+  def visit(v):
+    index[v] = low[v] = len(index)
+    stack.append(v)
+    on_stack.add(v)
+    for w in graph[v]:
+      if w not in index:
+        visit(w)
+        low[v] = min(low[v], low[w])
+      elif w in on_stack:
+        low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+      group = []
+      while True:
+        w = stack.pop()
+        on_stack.discard(w)
+        group.append(w)
+        if w == v:
+          break
+      if len(group) > 1:
+        found.append(sorted(group))
+
+  for v in sorted(graph):
+    if v not in index:
+      visit(v)
+  return found
+
+
+def test_no_import_circle():
+  graph = _import_graph()
+  assert "fartrack_jax.convert" in graph and "fartrack_jax.checkpoints" in graph["fartrack_jax.convert"]
+  assert not _circles(graph), _circles(graph)
+
+
+def test_the_circle_check_sees_a_circle():
+  assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+  assert not _circles({"a": {"b"}, "b": set()})
