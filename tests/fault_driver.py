@@ -10,6 +10,7 @@ KIND, in process PROCESS only (the others run normally):
   stall    reading training batch N never returns (a stalled read or a wedged worker).
 """
 
+import json
 import os
 import runpy
 import sys
@@ -37,6 +38,14 @@ class _Iterator:
     if self._count == self._at:
       self._fault()
     return next(self._inner)
+
+  # grain's checkpoint handler treats an iterator that is not its own DatasetIterator as the older kind whose
+  # state is bytes.
+  def get_state(self) -> bytes:
+    return json.dumps(self._inner.get_state()).encode()
+
+  def set_state(self, state: bytes) -> None:
+    self._inner.set_state(json.loads(state))
 
   def __getattr__(self, name):
     return getattr(self._inner, name)

@@ -20,11 +20,11 @@ import pytest
 from data_pipelines import synthetic
 from data_pipelines.training import synthetic_train
 from tests import gcs_emulator
-from tests import helpers
+from tests import conftest as helpers
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "fartrack-test"
 B = f"gs://{BUCKET}"
 

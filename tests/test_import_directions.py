@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT
+
 # Each package and the top-level packages it must never import.
 FORBIDDEN = {
     "data_pipelines": ("fartrack_jax", "configs", "benchmarks", "scripts"),

@@ -23,12 +23,11 @@ from data_pipelines.training import synthetic_train
 from fartrack_jax import distributed
 from fartrack_jax.training import checkpointing, goodput, trainer
 from tests import train_fakes
-from tests.helpers import load_config
+from tests.conftest import ROOT, load_config
 from tests.test_multihost import assert_states_close, run_launched, train_args
 
 pytestmark = pytest.mark.slow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOL = 1e-6
 TIMEOUT_S = 1800  # a loaded 2-core machine compiled stage 3 for over 5 minutes
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from fartrack_jax.training import same_data
+from tests.conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class _Seq:
@@ -62,7 +62,7 @@ _WORKER = textwrap.dedent("""
     import jax
     jax.distributed.initialize("127.0.0.1:{port}", num_processes=2, process_id=int(sys.argv[1]),
                                initialization_timeout=60)
-    from tests.test_same_data import _Dataset, _sequences
+    from tests.fartrack_jax.training.test_same_data import _Dataset, _sequences
     from fartrack_jax.training import same_data
     changed = {changed!r} if jax.process_index() == 1 else None
     try:
