@@ -353,7 +353,7 @@ class OriginalTrainer:
     self.optimizer, self.scheduler = _original_function(
         torch_repo, "lib/train/base_functions.py", "get_optimizer_scheduler_fartrack")(self.net, cfg)
     self.steps_per_epoch = optim.steps_per_epoch(config)
-    self.aliases = storage_aliases(self.net)
+    self.aliases: dict[str, str] = {}  # set after the first backward pass (`storage_aliases`)
     self.step_count = 0
     self.epoch = 1
 
@@ -392,6 +392,7 @@ class OriginalTrainer:
       self.optimizer.zero_grad()
       loss, status = self.actor(self._frame_data(raw))
       loss.backward()
+      self.aliases = self.aliases or storage_aliases(self.net)
       grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.train.grad_clip_norm)
       self.optimizer.step()
       metrics = {ours: float(status[theirs]) for ours, theirs in TERMS[self.stage].items()}
@@ -446,6 +447,7 @@ class OriginalTrainer:
       total += float(loss.item())
       for key, val in status.items():
         stats[key] = stats.get(key, 0.0) + float(val) / num_seq
+    self.aliases = self.aliases or storage_aliases(self.net)
     grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.train.seq_grad_clip_norm)
     self.optimizer.step()
     metrics = {ours: stats[theirs] for ours, theirs in TERMS[self.stage].items() if theirs in stats}
@@ -460,16 +462,19 @@ class OriginalTrainer:
 
 
 def storage_aliases(net) -> dict[str, str]:
-  """`{name: name it shares storage with}` among the original's parameters. `finetune_track` wraps one
-  tensor in two Parameters (`pos_embed_z0`, `pos_embed_z1`): AdamW updates z0 in place and z1, which no
-  forward reads and which gets no gradient, moves with it. Ours keeps z1 where it was (frozen)."""
-  first, aliases = {}, {}
+  """`{name: name it shares storage with}` among the original's parameters, the source being the one that
+  has a gradient (call after a backward pass). `finetune_track` wraps one tensor in several Parameters
+  (`pos_embed_z0`, `pos_embed_z1`, and in the sparse model `pos_embed_z`): AdamW updates z0 in place, and
+  the others, which no forward reads and which get no gradient, move with it. Ours keeps them where they
+  were (frozen): the forward never reads them, so only an exported checkpoint shows the difference."""
+  groups: dict[int, list] = {}
   for name, p in net.named_parameters(remove_duplicate=False):
-    ptr = p.data_ptr()
-    if ptr in first and first[ptr] != name:
-      aliases[name] = first[ptr]
-    else:
-      first.setdefault(ptr, name)
+    groups.setdefault(p.data_ptr(), []).append((name, p))
+  aliases = {}
+  for members in groups.values():
+    sources = [name for name, p in members if p.grad is not None]
+    if len(members) > 1 and sources:
+      aliases.update({name: sources[0] for name, _ in members if name != sources[0]})
   return aliases
 
 
