@@ -117,35 +117,44 @@ def synthetic_frame_batches(config, batch: int, num: int, seed: int) -> list[dic
   return out
 
 
-def pipeline_frame_batches(config, data_roots: dict[str, str], batch: int, num: int,
-                           seed: int) -> list[dict[str, np.ndarray]]:
-  """`num` batches drawn once from this project's training pipeline (as `train.py` reads it), as uint8
-  crops: the pipeline's normalised float crops are mapped back to 0..255 and rounded, so both sides see
-  the same bytes."""
-  from data_pipelines.training import pipeline  # pylint: disable=g-import-not-at-top
-  config = ml_collections.ConfigDict(config.to_dict())
-  for name, root in data_roots.items():
-    config.run.data_roots[name] = root
-  config.train.global_batch_size = batch
-  it = iter(pipeline.make_train_iterator(config, batch_size=batch, seed=seed))
-  mean = np.asarray(config.data.mean, np.float32) * 255.0
-  std = np.asarray(config.data.std, np.float32) * 255.0
-  to_u8 = lambda a: np.clip(np.rint(np.asarray(a) * std + mean), 0, 255).astype(np.uint8)
+def _pipeline_dataset(config, data_roots: dict[str, str], batch: int, seed: int, cache_dir: str | None):
+  """This project's training batches for `config` (as `train.py` builds them from dataset roots), in
+  this process, without workers."""
+  from data_pipelines.training import build, clips, pipeline  # pylint: disable=g-import-not-at-top
+  datasets = build.train_datasets_from_config(config, data_roots, cache_dir)
+  if config.stage == "fartrack_sparse":
+    return clips.clip_dataset(build.clip_examples_from_config(config, datasets, seed), batch)
+  return pipeline.frame_dataset(build.frame_examples_from_config(config, datasets, seed), batch)
+
+
+def pipeline_batches(config, data_roots: dict[str, str], batch: int, num: int, seed: int,
+                     cache_dir: str | None = None) -> list[dict[str, np.ndarray]]:
+  """`num` batches drawn once from this project's pipeline. Frame batches keep the pipeline's normalised
+  float crops (`templates`, `search`), which both sides then read as they are."""
+  it = iter(_pipeline_dataset(config, data_roots, batch, seed, cache_dir))
   out = []
   for _ in range(num):
-    b = next(it)
-    out.append({"templates_u8": to_u8(b["templates"]), "search_u8": to_u8(b["search"]),
-                "search_box": np.asarray(b["search_box"], np.float32)})
+    b = {k: np.asarray(v) for k, v in next(it).items()}
+    if config.stage != "fartrack_sparse":
+      b = {k: b[k] for k in ("templates", "search", "search_box")}
+    out.append(b)
   return out
 
 
 def ours_frame_batch(config, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """The train step's batch: normalised crops and the actor's target tokens."""
-  templates, search = parity.Inputs(raw["templates_u8"], raw["search_u8"], None).normalized(config)
+  templates, search = _normalized_crops(config, raw)
   tokens = np.stack([processing.box_to_tokens(b, config.model.bins, config.model.range)[1]
                      for b in raw["search_box"]])
   return {"templates": templates, "search": search, "search_box": raw["search_box"],
           "target_tokens": tokens.astype(np.int32)}
+
+
+def _normalized_crops(config, raw) -> tuple[np.ndarray, np.ndarray]:
+  """`[B, T, Hz, Wz, 3]`, `[B, Hx, Wx, 3]` float32: a pipeline batch's crops, or uint8 crops normalised."""
+  if "templates" in raw:
+    return np.asarray(raw["templates"], np.float32), np.asarray(raw["search"], np.float32)
+  return parity.Inputs(raw["templates_u8"], raw["search_u8"], None).normalized(config)
 
 
 def synthetic_clip_batches(config, batch: int, num: int, seed: int) -> list[dict[str, np.ndarray]]:
@@ -179,18 +188,6 @@ def synthetic_clip_batches(config, batch: int, num: int, seed: int) -> list[dict
   return out
 
 
-def pipeline_clip_batches(config, data_roots: dict[str, str], batch: int, num: int,
-                          seed: int) -> list[dict[str, np.ndarray]]:
-  """`num` clip batches drawn once from this project's clip pipeline."""
-  from data_pipelines.training import clips  # pylint: disable=g-import-not-at-top
-  config = ml_collections.ConfigDict(config.to_dict())
-  for name, root in data_roots.items():
-    config.run.data_roots[name] = root
-  config.train.global_batch_size = batch
-  it = iter(clips.make_clip_iterator(config, batch_size=batch, seed=seed))
-  return [{k: np.asarray(v) for k, v in next(it).items()} for _ in range(num)]
-
-
 # ---------------------------------------------------------------------------------------------- our side
 
 
@@ -217,6 +214,7 @@ class OurTrainer:
     self.state = jax.device_put(state, self.shardings)
     self._step = steps.make_train_step(loss_fn, tx, self.shardings, mesh, self.schedules)
     self._data = steps.batch_sharding(mesh)
+    self._explore_boxes = (_explore_boxes_fn(model, config) if config.stage == "fartrack_sparse" else None)
 
   def batch(self, raw):
     if self.config.stage == "fartrack_sparse":
@@ -230,8 +228,7 @@ class OurTrainer:
 
   def explore_boxes(self, raw) -> np.ndarray:
     """The boxes the explore pass tracks, [S-1, B, 4] (x, y, w, h), with the current params."""
-    model = model_lib.build_model(self.config)
-    return np.asarray(_explore_boxes_fn(model, self.config)(self.state["params"], raw))
+    return np.asarray(self._explore_boxes(self.state["params"], raw))
 
   def state_dict(self) -> dict[str, np.ndarray]:
     return convert.flax_to_torch(jax.device_get(self.state["params"]), self.spec)
@@ -359,7 +356,7 @@ class OriginalTrainer:
 
   def _frame_data(self, raw):
     import torch  # pylint: disable=g-import-not-at-top
-    templates, search = parity.Inputs(raw["templates_u8"], raw["search_u8"], None).normalized(self.config)
+    templates, search = _normalized_crops(self.config, raw)
     templates = torch.from_numpy(np.ascontiguousarray(templates.transpose(1, 0, 4, 2, 3)))  # [T, B, 3, H, W]
     search = torch.from_numpy(np.ascontiguousarray(search.transpose(0, 3, 1, 2)))[None]
     return {"template_images": templates, "search_images": search, "target_in_search_images": search,
@@ -540,10 +537,10 @@ def judge(stage: str, records: list[dict], step1_rel: float = STEP1_REL_TOLERANC
   return passed, line
 
 
-def run_steps(ours: OurTrainer, theirs_steps: Iterable[dict], batches: list[dict], every: int,
-              aliases: dict[str, str], on_step=None) -> list[dict]:
+def run_steps(ours: OurTrainer, theirs_steps: Iterable[dict], batches: list[dict], on_step=None) -> list[dict]:
   """Steps `ours` through `batches` beside the original's per-step records (`theirs_steps` yields, per
-  step, a metrics dict and optionally `state_dict` / `explored_boxes`). Returns the per-step records."""
+  step, a metrics dict and optionally `state_dict` with its `aliases`, `explored_boxes`). Returns the
+  per-step records."""
   records = []
   for i, (raw, theirs) in enumerate(zip(batches, theirs_steps), start=1):
     boxes_ours = ours.explore_boxes(raw) if ours.config.stage == "fartrack_sparse" else None
@@ -556,9 +553,9 @@ def run_steps(ours: OurTrainer, theirs_steps: Iterable[dict], batches: list[dict
       if k in theirs:
         rec[f"{k}_original"] = theirs[k]
     rec["param_max_abs_diff"] = None
-    if theirs.get("state_dict") is not None and (i % every == 0 or i == len(batches)):
+    if theirs.get("state_dict") is not None:
       rec["param_max_abs_diff"], rec["param_max_abs_diff_key"] = param_diff(
-          theirs["state_dict"], with_aliases(ours.state_dict(), aliases))
+          theirs["state_dict"], with_aliases(ours.state_dict(), theirs["aliases"]))
     if boxes_ours is not None and theirs.get("explored_boxes") is not None:
       rec["explore_box_max_abs_diff"] = float(np.max(np.abs(boxes_ours - theirs["explored_boxes"])))
     records.append(rec)
@@ -568,20 +565,20 @@ def run_steps(ours: OurTrainer, theirs_steps: Iterable[dict], batches: list[dict
 
 
 def make_batches(config, batch: int, num: int, seed: int, data_roots: dict[str, str] | None = None):
-  if config.stage == "fartrack_sparse":
-    if data_roots:
-      return pipeline_clip_batches(config, data_roots, batch, num, seed)
-    return synthetic_clip_batches(config, batch, num, seed)
+  """The run's batches: from the pipeline over `data_roots`, or synthetic."""
   if data_roots:
-    return pipeline_frame_batches(config, data_roots, batch, num, seed)
+    return pipeline_batches(config, data_roots, batch, num, seed)
+  if config.stage == "fartrack_sparse":
+    return synthetic_clip_batches(config, batch, num, seed)
   return synthetic_frame_batches(config, batch, num, seed)
 
 
 def original_steps(original: OriginalTrainer, batches, every: int):
   for i, raw in enumerate(batches, start=1):
     metrics = original.step(raw)
-    if i % every == 0 or i == len(batches):
+    if i == 1 or i % every == 0 or i == len(batches):
       metrics["state_dict"] = original.state_dict()
+      metrics["aliases"] = original.aliases
     if original.stage == "fartrack_sparse":
       metrics["explored_boxes"] = original.explored_boxes
     yield metrics
@@ -607,8 +604,7 @@ def run_train_parity(torch_repo: str, config, steps_: int, batch: int, every: in
   if d0 != 0.0:
     raise RuntimeError(f"the converted init differs from the original's by {d0:g}")
   batches = make_batches(config, batch, steps_, seed, data_roots)
-  records = run_steps(ours, original_steps(original, batches, every), batches, every, original.aliases,
-                      on_step=on_step)
+  records = run_steps(ours, original_steps(original, batches, every), batches, on_step=on_step)
   passed, line = judge(config.stage, records, curve_rel=curve_rel)
   del torch
   return Result(config.stage, json.loads(config.to_json_best_effort()), records,
