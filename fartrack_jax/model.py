@@ -402,17 +402,14 @@ class FARTrack(nn.Module):
 
     With `word_max_norm` (sparse stage), PyTorch's `nn.Embedding(max_norm=1)` renormalises the looked-up rows
     in place before the output projection reads the same matrix, so the command-token rows enter both the
-    lookup and the logits with norm <= max_norm. The rescale is not differentiated (PyTorch does it under
-    no_grad).
+    lookup and the logits with norm <= max_norm. PyTorch does it in place under no_grad, so its gradient
+    is taken at the renormalised rows and flows to the stored rows unscaled: the rescale here passes the
+    gradient straight through (`renorm_command_rows`); the optimizer updates from the renormalised rows
+    as well (`optim.make_optimizer`).
     """
     table = jnp.asarray(self.word_embeddings)
     if self.spec.word_max_norm > 0:
-      idx = jnp.asarray(self.spec.command_tokens)
-      rows = table[idx]
-      norms = jnp.linalg.norm(rows, axis=-1, keepdims=True)
-      # embedding_renorm_: scale = max_norm / (norm + 1e-7) where norm > max_norm.
-      scale = jnp.where(norms > self.spec.word_max_norm, self.spec.word_max_norm / (norms + 1e-7), 1.0)
-      table = table.at[idx].set(rows * jax.lax.stop_gradient(scale))
+      table = renorm_command_rows(table, self.spec)
     return table
 
   def embed_templates(self, templates):
@@ -499,6 +496,32 @@ class FARTrack(nn.Module):
       else:
         raise ValueError(f"prune_mode must be 'track' or 'train', got {prune_mode!r}")
     return out
+
+
+@jax.custom_vjp
+def _max_norm_rows(rows, max_norm):
+  norms = jnp.linalg.norm(rows, axis=-1, keepdims=True)
+  # embedding_renorm_: scale = max_norm / (norm + 1e-7) where norm > max_norm.
+  return rows * jnp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0)
+
+
+def _max_norm_rows_fwd(rows, max_norm):
+  return _max_norm_rows(rows, max_norm), None
+
+
+def _max_norm_rows_bwd(_, g):
+  return g, None
+
+
+_max_norm_rows.defvjp(_max_norm_rows_fwd, _max_norm_rows_bwd)
+
+
+def renorm_command_rows(table, spec: "ModelSpec"):
+  """`table` [V, D] with the command-token rows scaled to norm <= `spec.word_max_norm`, as PyTorch's
+  `embedding_renorm_` leaves the stored weight; the gradient passes straight through (PyTorch renormalises
+  in place, outside autograd)."""
+  idx = jnp.asarray(spec.command_tokens)
+  return table.at[idx].set(_max_norm_rows(table[idx], jnp.float32(spec.word_max_norm)))
 
 
 def build_model(config, dtype: Optional[str] = None) -> FARTrack:

@@ -139,6 +139,9 @@ def load_original(torch_repo: str, config, seed: int = 0):
   if stage == "fartrack_sparse":
     kwargs["prenum"] = m.prenum
   backbone = vit.VisionTransformer(img_size=m.pretrain_grid * m.patch_size, **kwargs)
+  # base_backbone hard-codes img_size [224, 224] (the MAE 14x14 grid) for finetune_track's resize; the
+  # same for Tiny, the reduced grid of the smoke configs otherwise.
+  backbone.img_size = [m.pretrain_grid * m.patch_size] * 2
   backbone.finetune_track(cfg=cfg, patch_start_index=1)
   blocks_kept = min(m.depth, m.num_blocks)
   ext_kept = max(0, m.depth - m.num_blocks)

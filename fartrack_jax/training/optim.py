@@ -7,7 +7,8 @@ The original (`lib/train/base_functions.py::get_optimizer_scheduler_fartrack`) b
   - every other `backbone` parameter (ViT blocks, patch embedding, positional embeddings, final norm):
     `train.lr * train.backbone_multiplier`;
 with `torch.optim.AdamW` defaults (betas 0.9/0.999, eps 1e-8) and `weight_decay=train.weight_decay`, decoupled
-and scaled by each group's learning rate, as `optax.adamw` does. `StepLR(step_size=train.lr_drop_epoch)` is
+and scaled by each group's learning rate, as `optax.adamw` does, except that torch multiplies the param by
+`1 - lr * weight_decay` rounded to float32 (`torch_adamw`). `StepLR(step_size=train.lr_drop_epoch)` is
 stepped once per epoch and multiplies by 0.1 (its default gamma: the original never passes
 its TRAIN.SCHEDULER.DECAY_RATE), so in steps: lr(step) = lr * 0.1 ** floor(step / (lr_drop_epoch *
 steps_per_epoch)).
@@ -18,6 +19,12 @@ gradient in PyTorch, and AdamW skips a parameter without a gradient entirely (no
 they are labelled `frozen` and left unchanged, so a checkpoint trained here converts back exactly like the
 original's.
 
+The sparse model's word embedding is `nn.Embedding(max_norm=1)`: every forward renormalises the command-token
+rows of the stored weight in place, so AdamW (its decay and its step) starts from the renormalised rows,
+and the trained weights are those. `make_optimizer` reproduces it (`_from_renormed_command_rows`); without
+it the stored rows keep their init norm (about 7 at a random init) and the effective embedding learns
+several times slower than the original's.
+
 Gradients are clipped to `train.grad_clip_norm` (stages 1 and 2, `LTRTrainer`) or `train.seq_grad_clip_norm`
 (the sparse trainer's hard-coded 100) by global norm before the update, as `clip_grad_norm_` over all
 parameters does.
@@ -26,6 +33,8 @@ parameters does.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from fartrack_jax import convert
@@ -91,6 +100,33 @@ def param_labels(params, config) -> dict:
   return jax.tree_util.tree_map_with_path(label, params)
 
 
+def _decay_then_scale(schedule: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
+  """`-lr * update + (f32(1 - lr * wd) - 1) * param`: torch's `param.mul_(1 - lr * weight_decay)` multiplies
+  by a float32 factor, so the decay it applies is `lr * wd` rounded to the float32 spacing below 1
+  (5.96e-8): lr 4e-4 x wd 1e-4 decays by 5.96e-8 per step, not 4e-8, and lr 4e-5 x wd 1e-4 (stage 1's
+  backbone, all of stage 2) by exactly nothing."""
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("weight decay needs params")
+    lr = jnp.asarray(schedule(state.count), jnp.float32)
+    decay = (jnp.float32(1.0) - lr * jnp.float32(weight_decay)) - jnp.float32(1.0)
+    updates = jax.tree_util.tree_map(lambda u, p: -lr * u + decay * p, updates, params)
+    return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init, update)
+
+
+def torch_adamw(schedule: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
+  """`optax.adamw` with torch.optim.AdamW's float32 decay factor (`_decay_then_scale`); its state has the
+  tree structure of `optax.adamw`'s (checkpoints written before restore)."""
+  return optax.chain(optax.scale_by_adam(b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS), optax.identity(),
+                     _decay_then_scale(schedule, weight_decay))
+
+
 def make_optimizer(config, params) -> tuple[optax.GradientTransformation, dict[str, optax.Schedule]]:
   """AdamW over the original's param groups with the step schedule, after global-norm clipping.
 
@@ -102,11 +138,36 @@ def make_optimizer(config, params) -> tuple[optax.GradientTransformation, dict[s
   schedules = {"full_lr": learning_rate_schedule(config, lr),
                "backbone": learning_rate_schedule(config, lr * float(config.train.backbone_multiplier))}
   wd = float(config.train.weight_decay)
-  transforms = {name: optax.adamw(schedule, b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS, weight_decay=wd)
-                for name, schedule in schedules.items()}
+  transforms = {name: torch_adamw(schedule, wd) for name, schedule in schedules.items()}
   transforms["frozen"] = optax.set_to_zero()
   clip = float(config.train.seq_grad_clip_norm if config.stage == "fartrack_sparse"
                else config.train.grad_clip_norm)
   chain = [optax.clip_by_global_norm(clip)] if clip > 0 else []
   chain.append(optax.multi_transform(transforms, param_labels(params, config)))
-  return optax.chain(*chain), schedules
+  tx = optax.chain(*chain)
+  spec = model_lib.ModelSpec.from_config(config)
+  if spec.word_max_norm > 0:
+    tx = _from_renormed_command_rows(tx, spec)
+  return tx, schedules
+
+
+def _from_renormed_command_rows(inner: optax.GradientTransformation, spec) -> optax.GradientTransformation:
+  """`inner` applied to the params with the word embedding's command rows renormalised first (what the
+  original's forward leaves in the stored weight before `optimizer.step()`); the update of those rows is
+  then `renormed + inner update - params`."""
+  idx = np.asarray(spec.command_tokens)
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("the sparse stage's optimizer needs params (the command rows are renormalised)")
+    renormed = dict(params)
+    table = jnp.asarray(params["word_embeddings"])
+    renormed["word_embeddings"] = model_lib.renorm_command_rows(table, spec)
+    updates, state = inner.update(updates, state, renormed)
+    rows = jnp.zeros(table.shape[:1], bool).at[idx].set(True)[:, None]
+    word = updates["word_embeddings"]
+    updates = dict(updates)
+    updates["word_embeddings"] = jnp.where(rows, renormed["word_embeddings"] + word - table, word)
+    return updates, state
+
+  return optax.GradientTransformation(inner.init, update)
