@@ -487,8 +487,15 @@ def watch_peers(timeout_s: float, on_lost, interval_s: float = 1.0, stall_timeou
       stuck = [(i, v[2], now - since, v[1] == "1") for i, (v, since) in moved.items()
                if v is not None and v[0] != "0"
                and now - since > (stall_timeout_s if v[1] == "1" else startup_timeout_s)]
-      if stuck:
-        culprits = [s for s in stuck if not s[1].startswith("step ")] or stuck
+      # A process waiting inside a step is usually waiting for another one's collective: it is named only when
+      # no process stuck elsewhere shows up within a grace period (each process's own view of the others'
+      # progress lags by up to two polls, so the one that stalled first may cross the limit second).
+      culprits = [s for s in stuck if not s[1].startswith("step ")]
+      if stuck and not culprits:
+        grace = max(5.0, 3 * interval_s)
+        culprits = [s for s in stuck
+                    if s[2] > (stall_timeout_s if s[3] else startup_timeout_s) + grace]
+      if culprits:
         names = "; ".join(f"process {i} has not moved for {secs:.0f} s (more than "
                           f"{stall_timeout_s if started else startup_timeout_s:g} s"
                           f"{'' if started else ', before its first step'}), stuck in {phase}"
@@ -558,7 +565,7 @@ def describe_failure(error: BaseException, phase: str) -> tuple[str, bool]:
             "--config.dtype=bfloat16", False)
   if name.endswith(("DataError", "DatasetError")):
     return (f"data error in {phase}: {first}; fix or remove the data it names (or rebuild the packed "
-            "dataset), then start the same launch again", False)
+            "dataset); relaunching before that repeats it", False)
   if isinstance(error, jax.errors.JaxRuntimeError) and phase.startswith("compiling"):
     return (f"the training step did not compile ({first}); this will not pass by relaunching: check the "
             "config (model size, dtype, run.fsdp) against the devices, or report the XLA message", False)

@@ -217,5 +217,8 @@ _SHARDED = textwrap.dedent("""
 def test_sparse_step_on_eight_devices_equals_one(tmp_path, synthetic_root):
   result = run_on_cpu_devices(_SHARDED.format(root=ROOT, data=synthetic_root, tmp=str(tmp_path)))
   # Same clips and rng; only reduction order differs (fp32). Explore is argmax-driven, so a flipped argmax
-  # would show as a large difference, not a small one.
-  assert result["diff"] < 1e-5, result
+  # would show as a large difference, not a small one. Adam divides each gradient by its own magnitude, so on
+  # parameters whose gradient is near zero the reduction-order noise is amplified towards lr (1e-3) per step:
+  # measured 1.1e-5 to 1.4e-5 between builds of this tree. A wrong batch or sharding moves most params by ~lr,
+  # so the bound is a tenth of one step.
+  assert result["diff"] < 1e-4, result
