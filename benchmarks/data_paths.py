@@ -64,7 +64,7 @@ def compare_data_paths(workdir: str, steps: int = 300, seeds=(0, 1), oversample:
 
       def data_fn(config, workdir, split, per_process_batch, seed, num_examples=None):
         if split == "train":
-          default_data = trainer._default_data  # pylint: disable=protected-access
+          default_data = trainer.default_data
           return default_data(config, workdir, split, per_process_batch, seed, num_examples)
         # Held out, exact path, the same batches for every run.
         examples = build.frame_examples_from_config(config, heldout, 1000)

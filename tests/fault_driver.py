@@ -71,7 +71,7 @@ def _inject(kind: str, at: int) -> None:
     return call
 
   steps.make_train_step = faulty_train_step
-  default_data = trainer._default_data  # pylint: disable=protected-access
+  default_data = trainer.default_data
 
   def faulty_data(config, workdir, split, *args, **kwargs):
     data = default_data(config, workdir, split, *args, **kwargs)
@@ -88,7 +88,7 @@ def _inject(kind: str, at: int) -> None:
         return _Iterator(iter(data), at, fault)
     return Data()
 
-  trainer._default_data = faulty_data  # pylint: disable=protected-access
+  trainer.default_data = faulty_data
 
 
 def main():

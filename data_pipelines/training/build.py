@@ -1,5 +1,13 @@
 """The training inputs a config asks for: its datasets, and the per-index examples of its stage.
 
+The trainer's input, in two calls (the trainer checks between them that every host opened the same data):
+
+    datasets = open_datasets(config, "train", index_cache_dir)
+    batches = input_pipeline(config, datasets, "train", per_process_batch, seed,
+                             shard_index=jax.process_index(), shard_count=jax.process_count())
+
+or piece by piece:
+
     datasets = train_datasets_from_config(config, {"got10k": ".../got10k", "lasot": ...}, cache_dir)
     if config.stage == "fartrack_sparse":
       it = iter(clips.clip_dataset(clip_examples_from_config(config, datasets, seed), batch_size, ...))
@@ -65,3 +73,34 @@ def clip_examples_from_config(config, datasets: Sequence[sampler.DatasetLike], s
                             max_gap=int(data.max_gap), max_interval=int(data.max_interval),
                             interval_prob=float(data.interval_prob), canvas=int(data.clip_canvas),
                             seed=int(seed))
+
+
+def open_datasets(config, split: str, index_cache_dir: str) -> list:
+  """The datasets of `config.data[split]` from where `config.run` says: pre-cropped sets
+  (`run.data_path=precropped`), packed frames (`run.tfds_data_dir`), or the native roots (`run.data_roots`,
+  their indexes cached in `index_cache_dir`). Raises `DatasetError` naming the root or set."""
+  names = tuple(config.data[_split(split)].datasets_name)
+  if config.run.get("data_path", "frames") == "precropped":  # validate_config checks the stage and folder
+    # tfds (behind the packed readers) is imported only by the runs that read packed sets.
+    from data_pipelines.training import precropped  # pylint: disable=g-import-not-at-top
+    return precropped.open_precropped_datasets(names, config.run.tfds_data_dir,
+                                               processing.FrameProcessing.from_config(config),
+                                               f"configs/{config.stage}.py:variant={config.variant}")
+  if config.run.tfds_data_dir:
+    from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
+    return packed.open_packed_datasets(names, config.run.tfds_data_dir)
+  roots = {k: v for k, v in config.run.data_roots.items() if v}
+  return train_datasets_from_config(config, roots, index_cache_dir, split=split)
+
+
+def input_pipeline(config, datasets: Sequence[sampler.DatasetLike], split: str, per_process_batch: int,
+                   seed: int, *, shard_index: int = 0, shard_count: int = 1, num_examples: int | None = None):
+  """Batches of the config's stage from `datasets`: frame pairs, or clips for the sparse stage; this
+  process's shard (`shard_index` of `shard_count`) of `per_process_batch` rows each."""
+  if config.stage == "fartrack_sparse":
+    examples, dataset_fn = clip_examples_from_config(config, datasets, seed, split=split), clips.clip_dataset
+  else:
+    examples, dataset_fn = frame_examples_from_config(config, datasets, seed, split=split), pipeline.frame_dataset
+  return dataset_fn(examples, per_process_batch, shard_index=shard_index, shard_count=shard_count,
+                    num_workers=config.run.num_workers, num_examples=num_examples,
+                    read_threads=int(config.run.get("read_threads", 0)))

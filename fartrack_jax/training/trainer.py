@@ -36,12 +36,13 @@ from typing import Callable
 import jax
 import numpy as np
 
+from data_pipelines.training import build, pipeline
 from fartrack_jax import convert
 from fartrack_jax import config_lib
 from fartrack_jax import distributed
 from fartrack_jax import model as model_lib
 from fartrack_jax import storage
-from fartrack_jax.training import checkpointing, goodput, optim, stages, steps
+from fartrack_jax.training import checkpointing, goodput, optim, same_data, stages, steps
 
 logger = logging.getLogger(__name__)
 
@@ -108,39 +109,18 @@ def initial_params(config, seed: int) -> tuple[dict, str]:
   return params, path
 
 
-def _default_data(config, workdir: str, split: str, per_process_batch: int, seed: int,
-                  num_examples: int | None = None):
+def default_data(config, workdir: str, split: str, per_process_batch: int, seed: int,
+                 num_examples: int | None = None):
   """Training or validation batches of the config's stage (frame pairs, or clips for the sparse stage),
-  this process's shard."""
-  # Imported here: the data package pulls OpenCV and grain, which only the training run needs.
-  from data_pipelines.training import build, pipeline  # pylint: disable=g-import-not-at-top
-  if config.run.get("data_path", "frames") == "precropped":  # validate_config checks the stage and folder
-    from data_pipelines.training import precropped, processing  # pylint: disable=g-import-not-at-top
-    datasets = precropped.open_precropped_datasets(tuple(config.data[split].datasets_name),
-                                                   config.run.tfds_data_dir,
-                                                   processing.FrameProcessing.from_config(config),
-                                                   f"configs/{config.stage}.py:variant={config.variant}")
-  elif config.run.tfds_data_dir:
-    from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
-    datasets = packed.open_packed_datasets(tuple(config.data[split].datasets_name), config.run.tfds_data_dir)
-  else:
-    roots = {k: v for k, v in config.run.data_roots.items() if v}
-    # The index describes a local dataset root, so on a bucket workdir it is cached on this host instead.
-    cache_dir = config.run.index_cache_dir or (
-        os.path.expanduser("~/.cache/fartrack_jax/index_cache") if storage.is_remote(workdir)
-        else os.path.join(workdir, "index_cache"))
-    datasets = build.train_datasets_from_config(config, roots, cache_dir, split=split)
-  from fartrack_jax.training import same_data  # pylint: disable=g-import-not-at-top
+  this process's shard, after checking that every process opened the same data."""
+  # The index describes a local dataset root, so on a bucket workdir it is cached on this host instead.
+  cache_dir = config.run.index_cache_dir or (
+      os.path.expanduser("~/.cache/fartrack_jax/index_cache") if storage.is_remote(workdir)
+      else os.path.join(workdir, "index_cache"))
+  datasets = build.open_datasets(config, split, cache_dir)
   same_data.check_same_data(datasets, split)  # every host must draw from the same sequences
-  if config.stage == "fartrack_sparse":
-    from data_pipelines.training import clips  # pylint: disable=g-import-not-at-top
-    examples, dataset_fn = build.clip_examples_from_config(config, datasets, seed, split=split), clips.clip_dataset
-  else:
-    examples = build.frame_examples_from_config(config, datasets, seed, split=split)
-    dataset_fn = pipeline.frame_dataset
-  return dataset_fn(examples, per_process_batch, shard_index=jax.process_index(),
-                    shard_count=jax.process_count(), num_workers=config.run.num_workers, num_examples=num_examples,
-                    read_threads=int(config.run.get("read_threads", 0)))
+  return build.input_pipeline(config, datasets, split, per_process_batch, seed, shard_index=jax.process_index(),
+                              shard_count=jax.process_count(), num_examples=num_examples)
 
 
 def default_loss_fn(config):
@@ -151,7 +131,6 @@ def default_loss_fn(config):
 
 
 def _skip_reasons() -> tuple[str, ...]:
-  from data_pipelines.training import pipeline  # pylint: disable=g-import-not-at-top
   return tuple(pipeline.SKIP_REASONS)
 
 
@@ -181,7 +160,7 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
   if config.run.get("max_steps", 0):
     total = min(total, int(config.run.max_steps))
 
-  data_fn = data_fn or _default_data
+  data_fn = data_fn or default_data
   train_data = data_fn(config, workdir, "train", per_process_batch, int(config.seed))
   train_iter = iter(train_data)
   # Built now, so a wrong val root fails at the start too; each validation iterates it afresh, so it sees the

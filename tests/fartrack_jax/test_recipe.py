@@ -123,7 +123,7 @@ def _replayed_pool(batches: int):
 
   def data_fn(config, workdir, split, per_process_batch, seed, num_examples=None):
     # pylint: disable-next=protected-access
-    data = trainer._default_data(config, workdir, split, per_process_batch, seed, num_examples)
+    data = trainer.default_data(config, workdir, split, per_process_batch, seed, num_examples)
     if split != "train":
       return data
     it = iter(data)

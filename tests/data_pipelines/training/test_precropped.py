@@ -107,7 +107,7 @@ def test_template_crops_decode_only_the_small_template_window():
   frame = precropped.PrecroppedFrame(*rgb.shape[:2], precropped.decode_windows(
       precropped.encode_windows(rgb, box, specs)))
   frame.sample_target(box, 2.0, 112)
-  (index,) = frame._decoded  # pylint: disable=protected-access
+  (index,) = frame._decoded
   window = frame.windows[index]
   side = math.ceil(math.sqrt(60 * 44) * 2)
   assert window.stored_width <= 112 * (side + 2 * precropped.MARGIN + 2) / side  # about the template size
@@ -175,7 +175,7 @@ def test_config_data_path_is_checked_and_reaches_the_trainers_data(built, tmp_pa
   with config.unlocked():
     config.run.tfds_data_dir = data_dir
   config_lib.validate_config(config)
-  default_data = trainer._default_data  # pylint: disable=protected-access
+  default_data = trainer.default_data
   (batch,) = pipeline_fakes.take(iter(default_data(config, str(tmp_path), "train", 2, 4)), 1)
   want = build.frame_examples_from_config(config, fast, seed=4)
   np.testing.assert_array_equal(batch["templates"][1], want(1)["templates"])
