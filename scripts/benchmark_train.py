@@ -12,11 +12,10 @@ median/min ms per step, samples/s (global batch / median; a sample is a clip in 
 TFLOP/s (XLA's cost analysis of the compiled step; the jaxpr's matmul count where matmuls run in loops,
 as in stage 3), its fraction of the devices' dense peak (GPU/TPU only), and peak memory (device peak
 bytes; on CPU the process's max RSS; either includes the rows run before in the same process).
-Stage-3 entries (fartrack_sparse, one row per --clip-lengths value) need fartrack_jax/training/sparse.py
-and are skipped with a note while it is missing. Prints a table; --json writes a list of rows
+Stage-3 entries (fartrack_sparse) give one row per --clip-lengths value. Prints a table; --json writes a list of rows
 {"config", "variant", "stage", "batch", "dtype", "device", "num_devices", "compile_s", "median_ms",
 "min_ms", "samples_per_s", "flops_per_step", "achieved_tflops", "peak_fraction", "peak_memory_mb", ...}.
-Details: fartrack_jax/training/benchmark.py.
+Details: benchmarks/training.py.
 
 --trainer_overhead: instead, per row, the mean ms per step of `trainer.train` (NaN guard, metrics, progress,
 preemption checks, goodput; fed one repeated host batch, no input pipeline) against a bare loop of the
@@ -56,7 +55,7 @@ _OVERHEAD = flags.DEFINE_bool("trainer_overhead", False, "Time the training loop
 def main(argv):
   del argv
   from benchmarks import timing as benchmark  # pylint: disable=g-import-not-at-top
-  from fartrack_jax.training import benchmark as train_benchmark  # pylint: disable=g-import-not-at-top
+  from benchmarks import training as train_benchmark  # pylint: disable=g-import-not-at-top
   try:
     clip_lengths = [int(n) for n in _CLIP_LENGTHS.value]
   except ValueError:

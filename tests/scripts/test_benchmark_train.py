@@ -6,14 +6,13 @@ import math
 import os
 import subprocess
 import sys
-import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fartrack_jax.training import benchmark as train_benchmark
+from benchmarks import training as train_benchmark
 from fartrack_jax.training import stages
 from tests.conftest import ROOT, load_config
 
@@ -136,18 +135,6 @@ def test_batch_defaults_and_overrides():
   assert train_benchmark.plan_rows(["fartrack_sparse:smoke"])[0].clip_length == 4  # data.search.number
 
 
-@pytest.mark.parametrize("module, reason", [(None, "sparse.py is missing"),
-                                            (types.SimpleNamespace(sequence_loss_fn=lambda c: None),
-                                             "has no clip_batch_spec")])
-def test_stage3_rows_are_skipped_without_the_sparse_module(monkeypatch, module, reason):
-  monkeypatch.setitem(sys.modules, train_benchmark.SPARSE_MODULE, module)
-  lines = []
-  rows = train_benchmark.run_benchmarks(["fartrack_sparse:smoke"], clip_lengths=[8], log=lines.append)
-  assert rows == []
-  assert len(lines) == 1
-  assert lines[0].startswith("skipping fartrack_sparse:smoke (clip length 8)") and reason in lines[0]
-
-
 def test_stage3_rows_use_the_sparse_modules_loss_and_clip_spec(monkeypatch):
   calls = {}
 
@@ -169,9 +156,8 @@ def test_stage3_rows_use_the_sparse_modules_loss_and_clip_spec(monkeypatch):
       return 1e-3 * squares + 1e-9 * gram, {"squares": squares}
     return loss_fn
 
-  fake = types.ModuleType(train_benchmark.SPARSE_MODULE)
-  fake.sequence_loss_fn, fake.clip_batch_spec = sequence_loss_fn, clip_batch_spec
-  monkeypatch.setitem(sys.modules, train_benchmark.SPARSE_MODULE, fake)
+  monkeypatch.setattr(train_benchmark.sparse, "sequence_loss_fn", sequence_loss_fn)
+  monkeypatch.setattr(train_benchmark.sparse, "clip_batch_spec", clip_batch_spec)
   rows = train_benchmark.run_benchmarks(["fartrack_sparse:smoke"], batch=2, steps_timed=1, warmup=0,
                                         clip_lengths=[3], log=lambda s: None)
   assert calls == {"spec": ("fartrack_sparse", 2, 3), "frames": (2, 3, 8, 8, 3)}

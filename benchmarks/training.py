@@ -49,10 +49,8 @@ import numpy as np
 
 from fartrack_jax import config_lib
 from fartrack_jax import model as model_lib
-from fartrack_jax.training import losses, optim, stages, steps
+from fartrack_jax.training import losses, optim, sparse, stages, steps
 
-SPARSE_MODULE = "fartrack_jax.training.sparse"
-SPARSE_HOOKS = ("sequence_loss_fn", "clip_batch_spec")
 # Global batch of a row when --batch is not given: the smoke variant keeps its config's, others use this.
 DEFAULT_BATCH = 32
 COLUMNS = ("config", "stage", "batch", "clip_length", "dtype", "compile_s", "median_ms", "min_ms",
@@ -74,10 +72,6 @@ PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
     ("TPU v6 lite", {"bfloat16": 918.0, "float32": 918.0}),
     ("TPU v6e", {"bfloat16": 918.0, "float32": 918.0}),
 )
-
-
-class StageUnavailable(Exception):
-  """A row's stage cannot be benchmarked yet (its training module is missing); the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,36 +117,13 @@ def default_batch(config) -> int:
   return int(config.train.global_batch_size) if config.variant == "smoke" else DEFAULT_BATCH
 
 
-def sparse_hooks():
-  """`(sequence_loss_fn, clip_batch_spec)` of `fartrack_jax/training/sparse.py`.
-
-  Raises:
-    StageUnavailable: the module does not exist, or lacks one of the two functions.
-  """
-  try:
-    module = importlib.import_module(SPARSE_MODULE)
-  except ModuleNotFoundError as e:
-    if e.name != SPARSE_MODULE:
-      raise  # The module exists and one of its own imports failed: a real error.
-    raise StageUnavailable(f"{SPARSE_MODULE.replace('.', '/')}.py is missing") from None
-  missing = [h for h in SPARSE_HOOKS if not callable(getattr(module, h, None))]
-  if missing:
-    raise StageUnavailable(f"{SPARSE_MODULE} has no {', '.join(missing)}")
-  return module.sequence_loss_fn, module.clip_batch_spec
-
-
 def stage_functions(config, batch_size: int, clip_length: int | None = None):
-  """The row's `loss_fn(params, batch, rng)` and batch spec `{name: ShapeDtypeStruct}`.
-
-  Raises:
-    StageUnavailable: for stage 3 while `fartrack_jax/training/sparse.py` is missing or incomplete.
-  """
+  """The row's `loss_fn(params, batch, rng)` and batch spec `{name: ShapeDtypeStruct}`."""
   if config.stage in stages.FRAME_STAGES:
     return stages.frame_loss_fn(config), stages.batch_spec(config, batch_size)
-  sequence_loss_fn, clip_batch_spec = sparse_hooks()
   if clip_length is None:
     clip_length = int(config.data.search.number)
-  return sequence_loss_fn(config), clip_batch_spec(config, batch_size, clip_length)
+  return sparse.sequence_loss_fn(config), sparse.clip_batch_spec(config, batch_size, clip_length)
 
 
 def random_target_tokens(rng: np.random.Generator, shape, bins: int, coord_range: int) -> np.ndarray:
@@ -336,7 +307,6 @@ def benchmark_row(row: Row, *, steps_timed: int = 10, warmup: int = 2, fsdp: int
 
   Raises:
     ValueError: bad `steps_timed`/`warmup`, or a batch that does not split over the devices.
-    StageUnavailable: as `stage_functions`.
   """
   if steps_timed < 1:
     raise ValueError(f"--steps={steps_timed} must be >= 1")
@@ -439,17 +409,11 @@ def plan_rows(configs, *, batch: int | None = None, dtype: str | None = None, cl
 def run_benchmarks(configs, *, batch: int | None = None, steps_timed: int = 10, warmup: int = 2,
                    dtype: str | None = None, fsdp: int = 1, clip_lengths=None,
                    log: Callable[[str], None] = print) -> list[dict]:
-  """Benchmarks every row of `configs` in turn (see `plan_rows`); rows whose stage is not available yet
-  are skipped with a line through `log`. Returns the rows' dicts."""
+  """Benchmarks every row of `configs` in turn (see `plan_rows`). Returns the rows' dicts."""
   results = []
   for row in plan_rows(configs, batch=batch, dtype=dtype, clip_lengths=clip_lengths, fsdp=fsdp):
     label = row.name + (f" (clip length {row.clip_length})" if row.clip_length is not None else "")
-    try:
-      loss_fn, spec = stage_functions(row.config, row.batch, row.clip_length)
-    except StageUnavailable as e:
-      log(f"skipping {label}: stage-3 rows need {SPARSE_MODULE} with sequence_loss_fn(config) and "
-          f"clip_batch_spec(config, batch_size, clip_length); {e}")
-      continue
+    loss_fn, spec = stage_functions(row.config, row.batch, row.clip_length)
     log(f"{label}: batch {row.batch}, {row.config.dtype}, compiling ...")
     result = benchmark_row(row, steps_timed=steps_timed, warmup=warmup, fsdp=fsdp, loss_fn=loss_fn, spec=spec)
     log(f"{label}: compile {result['compile_s']:.1f} s, median {result['median_ms']:.1f} ms/step, "
