@@ -85,7 +85,7 @@ def _stage(config, workdir, *overrides):
 def test_pack_train_three_stages_export_evaluate_and_analyse_on_a_bucket(gcs, tmp_path):
   torch = pytest.importorskip("torch", reason="torch (requirements-torch.txt) writes the MAE .pth.tar")
   from fartrack_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  from tests.test_converter import _fake_mae  # pylint: disable=g-import-not-at-top
+  from tests.fartrack_jax.test_converter import _fake_mae  # pylint: disable=g-import-not-at-top
   cwd = tmp_path / "cwd"  # every command runs here: nothing may appear in it
   cwd.mkdir()
   data_root = str(tmp_path / "train")
