@@ -132,8 +132,10 @@ def test_pack_train_three_stages_export_evaluate_and_analyse_on_a_bucket(gcs, tm
     names = _objects(gcs, f"runs/{stage}/")
     assert f"runs/{stage}/train_log.txt" in names, names
     assert f"runs/{stage}/checkpoints/2/data/process_1-of-2.json" in names, names
-  # The last lines (the final validation) reach the bucket copy when the run ends.
-  assert b"val/loss=" in _read_object(gcs, "runs/stage1/train_log.txt").splitlines()[-1]
+  # The last lines reach the bucket copy when the run ends: the final validation, then the goodput totals,
+  # the last thing a run logs.
+  log_lines = _read_object(gcs, "runs/stage1/train_log.txt").splitlines()
+  assert b"goodput_total/" in log_lines[-1] and any(b"val/loss=" in line for line in log_lines[-5:]), log_lines[-5:]
 
   bench = str(tmp_path / "got10k")
   synthetic.make_synthetic_dataset("got10k", bench, num_sequences=2, num_frames=5, size=(96, 72), seed=3)
