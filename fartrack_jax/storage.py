@@ -33,20 +33,9 @@ def as_path(path) -> epath.Path:
 
 
 def write_text_atomic(path, text: str) -> None:
-  """Writes `text` to a temporary name beside `path`, then renames it over `path` (on a bucket the rename
-  is a copy and a delete: readers still never see a half-written object)."""
-  path = as_path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f".tmp_{uuid.uuid4().hex}_{path.name}"
-  try:
-    tmp.write_text(text)
-    tmp.replace(path)
-  except BaseException:
-    try:
-      tmp.unlink(missing_ok=True)
-    except Exception:  # pylint: disable=broad-except
-      pass
-    raise
+  """Writes `text` (UTF-8) to a temporary name beside `path`, then renames it over `path` (on a bucket the
+  rename is a copy and a delete: readers still never see a half-written object)."""
+  write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_bytes_atomic(path, data: bytes) -> None:
