@@ -27,7 +27,8 @@ start-up included), then times --windows windows of --window-batches batches eac
 it can. samples/s is the median over the windows (a sample is a frame pair or a clip), also per core
 (samples_per_s_per_core: / the cores this process may use) and per CPU-second this process and its grain
 workers spent (samples_per_cpu_s: the per-core rate when the pipeline is CPU-bound, and much less affected
-than samples/s by other load on the machine); frames/s counts
+than samples/s by other load on the machine; the test storage server's own CPU is not counted, as real GCS
+spends none of the host's); frames/s counts
 the frames each sample decodes (T + 1 or T + S). grain reads ahead (per process: frame pairs 16 threads,
 clips max(batch, 4)), so the first window can drain what was made during the warm-up: keep a window's
 samples (--window-batches x batch size) well above that, and --windows >= 3 so the median drops it. Peak memory is the largest sum of the resident set
@@ -82,6 +83,10 @@ _DATA_PATHS = flags.DEFINE_list("data_paths", ["frames", "precropped"], "Frame-p
 _BUCKET_DELAY_MS = flags.DEFINE_float("bucket_delay_ms", None, "Also time the frame pairs from a local GCS "
                                       "server that holds every request this long (see above); default: local "
                                       "disk only.")
+_SERVER_CPU = flags.DEFINE_integer("bucket_server_cpu", None, "With --bucket_delay_ms: pin the storage server "
+                                   "to this CPU and this process (with its grain workers) to the others, so the "
+                                   "per-core figures are the client's alone (real GCS spends none of the host's "
+                                   "CPU). Default: both share every CPU.")
 _READ_THREADS = flags.DEFINE_list("read_threads", ["0"], "grain read threads per process to time (0: the "
                                   "pipeline's default, FRAME_READ_THREADS); with --bucket_delay_ms, try more.")
 _COMPARE = flags.DEFINE_integer("compare", 64, "With both data paths: examples compared pixel by pixel (0: none).")
@@ -133,12 +138,21 @@ class PeakRss:
     return self.peak_bytes / 2 ** 20
 
 
-def cpu_seconds() -> float:
-  """User + system CPU seconds of this process and its live children (grain workers) so far."""
+def cpu_seconds(exclude: frozenset[int] = frozenset()) -> float:
+  """User + system CPU seconds of this process and its live children (grain workers) so far, leaving out
+  the process trees rooted at `exclude` (the test storage server: real GCS spends none of this host's CPU)."""
   import psutil  # pylint: disable=g-import-not-at-top
   me = psutil.Process()
   total = sum(me.cpu_times()[:2])
+  left_out = set()
+  for pid in exclude:
+    try:
+      left_out |= {pid} | {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+      pass
   for child in me.children(recursive=True):
+    if child.pid in left_out:
+      continue
     try:
       total += sum(child.cpu_times()[:2])
     except psutil.Error:  # exited between listing and reading
@@ -198,7 +212,7 @@ class Bucket:
   """The test storage server in a child process (`tests/gcs_emulator.py --delay_ms`), its client environment
   set in this process (before any GCS client starts), and its request counts."""
 
-  def __init__(self, delay_ms: float):
+  def __init__(self, delay_ms: float, server_cpu: int | None = None):
     import json  # pylint: disable=g-import-not-at-top
     import subprocess  # pylint: disable=g-import-not-at-top
     script = os.path.join(cli.repo_root(), "tests", "gcs_emulator.py")
@@ -210,6 +224,15 @@ class Bucket:
       raise RuntimeError(f"{script} did not start (exit status {self.process.wait()})")
     self.env = json.loads(line)
     os.environ.update(self.env)
+    if server_cpu is not None:
+      import psutil  # pylint: disable=g-import-not-at-top
+      cpus = os.sched_getaffinity(0)
+      if server_cpu not in cpus or len(cpus) < 2:
+        raise ValueError(f"--bucket_server_cpu={server_cpu}: needs one of this process's CPUs {sorted(cpus)} and "
+                         "at least one more for the client")
+      for process in [psutil.Process(self.process.pid)] + psutil.Process(self.process.pid).children(recursive=True):
+        process.cpu_affinity([server_cpu])
+      os.sched_setaffinity(0, cpus - {server_cpu})
     self.url = "gs://fartrack-test"
 
   def requests(self) -> int:
@@ -233,7 +256,7 @@ def frame_datasets(config, roots: dict, cache_dir: str, data_path: str, tfds_dir
 
 def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, batch_size: int,
                   data_path: str = "frames", tfds_dir: str | None = None, read_threads: int = 0,
-                  count_requests=None) -> dict:
+                  count_requests=None, server_pids: frozenset[int] = frozenset()) -> dict:
   """One row: median samples/s over the timed windows and the peak RSS of this process + children."""
   from data_pipelines.training import build  # pylint: disable=g-import-not-at-top
   from data_pipelines.training import clips  # pylint: disable=g-import-not-at-top
@@ -265,11 +288,11 @@ def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, 
     warmup_s = time.perf_counter() - start
     requests_before = count_requests() if count_requests else 0
     for _ in range(_WINDOWS.value):
-      start, cpu_start = time.perf_counter(), cpu_seconds()
+      start, cpu_start = time.perf_counter(), cpu_seconds(server_pids)
       for _ in range(window_batches):
         next(it)
       windows.append(time.perf_counter() - start)
-      cpu.append(cpu_seconds() - cpu_start)
+      cpu.append(cpu_seconds(server_pids) - cpu_start)
     requests = (count_requests() - requests_before) if count_requests else 0
     close = getattr(it, "close", None)
     if close is not None:
@@ -284,7 +307,8 @@ def time_pipeline(kind: str, config, roots: dict, cache_dir: str, workers: int, 
           "clips_or_pairs": samples * len(windows), "peak_rss_mb": memory.peak_mb, "warmup_s": warmup_s,
           "read_threads": read_threads, "requests_per_sample": requests / (samples * len(windows)),
           "device": "cpu", "cores": cores, "samples_per_s_per_core": rate / cores,
-          # Load-independent per-core figure: samples per CPU-second this process and its workers spent.
+          # Load-independent per-core figure: samples per CPU-second this process and its workers spent (the
+          # storage server's CPU left out).
           "samples_per_cpu_s": statistics.median(samples / max(c, 1e-9) for c in cpu)}
 
 
@@ -313,7 +337,7 @@ def main(argv):
     if path not in ("frames", "packed", "precropped"):
       raise ValueError(f"--data_paths has unknown {path!r}; one of frames, packed, precropped")
   read_threads = [int(t) for t in _READ_THREADS.value]
-  bucket = Bucket(_BUCKET_DELAY_MS.value) if _BUCKET_DELAY_MS.value is not None else None
+  bucket = Bucket(_BUCKET_DELAY_MS.value, _SERVER_CPU.value) if _BUCKET_DELAY_MS.value is not None else None
   for name, value in (("warmup", _WARMUP.value), ("windows", _WINDOWS.value),
                       ("window_batches", _WINDOW_BATCHES.value)):
     if value is not None and value < (0 if name == "warmup" else 1):
@@ -349,7 +373,8 @@ def main(argv):
             if source == "bucket" and path == "frames":
               continue  # native roots are local folders
             for threads in read_threads:
-              row = time_pipeline(kind, config, roots, cache_dir, w, batch_size, path, source_dir, threads, count)
+              row = time_pipeline(kind, config, roots, cache_dir, w, batch_size, path, source_dir, threads, count,
+                                  frozenset({bucket.process.pid}) if bucket is not None else frozenset())
               row["frame_size"] = f"{size[0]}x{size[1]}"
               row["prep_s"] = prep_s[path]
               row["source"] = source

@@ -30,7 +30,7 @@ sys.path.insert(0, ROOT)
 
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from fartrack_jax import benchmark  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from fartrack_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from fartrack_jax import distributed  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -133,7 +133,7 @@ def main(argv):
         if server is not None:
           server.close()
   print()
-  benchmark.report(rows, list(COLUMNS), _JSON.value)
+  timing.report(rows, list(COLUMNS), _JSON.value)
 
 
 if __name__ == "__main__":
