@@ -42,8 +42,10 @@ class BadSample(Exception):
 
 
 # The frames of one example are read at once: from a bucket each read waits tens of milliseconds for its
-# storage request, so the T + 1 reads of an example cost one wait instead of T + 1 (docs/buckets.md).
-FRAME_PARALLEL_READS = 8
+# storage request, so the T + 1 reads of an example cost one wait instead of T + 1 (docs/buckets.md). The
+# pool is shared by the process's read threads: 100 samples/s of ~4.5 requests each at 30 ms keep ~14
+# requests in flight per core, so 32 covers a process of two cores; idle threads cost nothing.
+FRAME_PARALLEL_READS = 32
 _read_pool: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid, pool): one per process
 
 
