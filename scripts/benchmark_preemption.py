@@ -62,7 +62,10 @@ def _preempt_once(workdir: str, data_root: str, env: dict) -> dict:
   command = [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--config",
              os.path.join(ROOT, _CONFIG.value.split(":")[0]) + (":" + _CONFIG.value.split(":", 1)[1]
                                                                 if ":" in _CONFIG.value else ""),
-             "--workdir", workdir, "--data-root", f"synthetic={data_root}",
+             "--workdir", workdir, "--data-root", f"got10k={data_root}",
+             # The synthetic root is one GOT-10k-layout set: every config trains and validates on it alone.
+             "--config.data.train.datasets_name=GOT10K_vottrain", "--config.data.train.datasets_ratio=1",
+             "--config.data.val.datasets_name=GOT10K_vottrain",
              "--config.model.allow_random_init=True", "--config.model.pretrain_file=",
              f"--config.train.global_batch_size={_BATCH.value}", "--config.run.max_steps=100000",
              "--config.run.log_every_steps=1", "--config.run.checkpoint_every_steps=100000",
@@ -79,8 +82,15 @@ def _preempt_once(workdir: str, data_root: str, env: dict) -> dict:
   thread = threading.Thread(target=pump, daemon=True)
   thread.start()
   try:
-    if not logged.wait(_TIMEOUT.value):
-      raise RuntimeError("no training step logged in time:\n" + "".join(lines)[-3000:])
+    deadline = time.monotonic() + _TIMEOUT.value
+    while not logged.wait(1.0):
+      if proc.poll() is not None:
+        thread.join(timeout=10)
+        raise RuntimeError(f"train.py exited with {proc.returncode} before its first logged step:\n"
+                           + "".join(lines)[-3000:])
+      if time.monotonic() > deadline:
+        raise RuntimeError(f"no training step logged within --timeout_s={_TIMEOUT.value}:\n"
+                           + "".join(lines)[-3000:])
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     status = proc.wait(timeout=_TIMEOUT.value)
