@@ -273,6 +273,10 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
         check_finite(*unchecked)  # waits for the previous step while this one runs
       step += 1
       unchecked = (step, metrics)
+      # The log fetches the window's metrics; each copy starts now, as the step finishes, so the fetch at the
+      # log does not wait for hundreds of small transfers one by one.
+      for value in metrics.values():
+        value.copy_to_host_async()
       window.append(metrics)
       window_samples += int(config.train.global_batch_size)
       for hook in hooks:
