@@ -24,6 +24,13 @@ first and `dataset_info.json` (what marks a finished set for every reader) last.
 no `dataset_info.json`, so nothing that reads as a dataset; running the same command again keeps the local
 build and the shards already in the bucket (same name and size) and copies the rest. The local build is
 deleted once the copy is complete. See docs/buckets.md.
+
+--beam makes the records with Apache Beam (`pip install -r requirements-beam.txt`), one sequence a unit of
+work: by default the local DirectRunner in --num-workers processes (0: one per core), or any runner through
+--beam_pipeline_options "runner=DataflowRunner,project=...,region=...,temp_location=gs://...". The records are
+the same as without it. Workers write the shards themselves (into a bucket too), so with --data-dir gs://...
+the set is built in `<data-dir>/.beam_staging/` on the bucket and then copied into place, `dataset_info.json`
+last, as above; a second run resumes. See docs/beam.md.
 """
 
 import os
@@ -51,7 +58,15 @@ _CONFIG = flags.DEFINE_string("config", "configs/fartrack.py:variant=tiny", "--f
                               "data.template / data.search crops the windows serve, as train.py's --config "
                               "(configs/<stage>.py[:arguments]).")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 0, "--format crops: processes that decode and cut the "
-                                    "frames (0: this one).")
+                                    "frames (0: this one); --beam without --beam_pipeline_options: the "
+                                    "DirectRunner's worker processes (0: one per core).")
+_BEAM = flags.DEFINE_bool("beam", False, "Make the records with Apache Beam, one sequence a unit of work (the "
+                          "same records; needs pip install -r requirements-beam.txt). See docs/beam.md.")
+_BEAM_OPTIONS = flags.DEFINE_string("beam_pipeline_options", None, "--beam: Beam pipeline options as "
+                                    "name=value,name=value (tfds build's spelling), e.g. runner=DataflowRunner,"
+                                    "project=P,region=R,temp_location=gs://B/tmp,setup_file=./setup.py; default: "
+                                    "runner=DirectRunner,direct_running_mode=multi_processing,"
+                                    "direct_num_workers=<--num_workers, 0: one per core>.")
 _SCRATCH_DIR = flags.DEFINE_string("scratch_dir", "~/.cache/fartrack_jax/tfds_scratch", "--data-dir gs://...: "
                                    "local folder the set is built in before it is copied into the bucket (needs "
                                    "the set's size free; kept until the copy is complete, so a second run "
@@ -82,22 +97,44 @@ def _scratch_for(data_dir: str) -> str:
   return os.path.join(os.path.expanduser(_SCRATCH_DIR.value), digest)
 
 
-def _pack(data_dir: str):
-  """Builds the set into `data_dir` (a local folder); returns (its folder, the opened dataset)."""
+# With --beam and a bucket --data-dir: where in the bucket the set is built before it is copied into place.
+BEAM_STAGING = ".beam_staging"
+
+
+def _beam_options():
+  """The Beam pipeline options of --beam_pipeline_options, or None without --beam; exits with one line when
+  Apache Beam is not installed."""
+  if not _BEAM.value:
+    return None
+  try:
+    from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    if (e.name or "").split(".")[0] != "apache_beam":
+      raise
+    sys.exit("error: --beam needs Apache Beam, which is not installed: pip install -r requirements-beam.txt")
+  return beam_packing.pipeline_options(_BEAM_OPTIONS.value, _NUM_WORKERS.value)
+
+
+def _pack(data_dir: str, beam_options=None):
+  """Builds the set into `data_dir` (a local folder; with Beam, a bucket too); returns (its folder, the
+  opened dataset)."""
   from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
   if _FORMAT.value == "crops":
     from data_pipelines.training import precropped, processing  # pylint: disable=g-import-not-at-top
     crops = processing.FrameProcessing.from_config(_crop_config(_CONFIG.value))
     path = precropped.pack_precropped_dataset(_DATASET.value, _ROOT.value, data_dir, crops, _CACHE_DIR.value,
-                                              _NUM_WORKERS.value, oversample=_OVERSAMPLE.value)
+                                              _NUM_WORKERS.value, oversample=_OVERSAMPLE.value,
+                                              beam_options=beam_options)
   else:
-    path = packed.pack_train_dataset(_DATASET.value, _ROOT.value, data_dir, _CACHE_DIR.value)
+    path = packed.pack_train_dataset(_DATASET.value, _ROOT.value, data_dir, _CACHE_DIR.value,
+                                     beam_options=beam_options)
   return _open(data_dir, path)
 
 
-def _pack_into_bucket(data_dir: str):
-  """Builds in the scratch folder, then copies the finished set into the bucket `data_dir`, the shards
-  first and `dataset_info.json` last; returns (the bucket folder, the dataset opened there)."""
+def _pack_into_bucket(data_dir: str, beam_options=None):
+  """Builds in the scratch folder (with Beam: the bucket's staging folder, which every worker can write),
+  then copies the finished set into the bucket `data_dir`, the shards first and `dataset_info.json` last;
+  returns (the bucket folder, the dataset opened there)."""
   import shutil  # pylint: disable=g-import-not-at-top
   from data_pipelines.training import packed, precropped  # pylint: disable=g-import-not-at-top
   from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
@@ -107,12 +144,18 @@ def _pack_into_bucket(data_dir: str):
     print(f"{_DATASET.value}: already packed in {target}; delete that folder to pack again", flush=True)
   else:
     storage.check_writable(data_dir, "--data-dir")
-    scratch = _scratch_for(data_dir)
-    local, _ = _pack(scratch)
-    copied, kept = storage.upload_tree(local, target, last=(packed.SEQUENCES_FILE, "dataset_info.json"))
+    if beam_options is not None:
+      scratch = os.fspath(storage.as_path(data_dir) / BEAM_STAGING)
+    else:
+      scratch = _scratch_for(data_dir)
+    built, _ = _pack(scratch, beam_options)
+    copied, kept = storage.upload_tree(built, target, last=(packed.SEQUENCES_FILE, "dataset_info.json"))
     print(f"{_DATASET.value}: copied {copied} files into {target}"
           + (f" ({kept} already there from an earlier run)" if kept else ""), flush=True)
-    shutil.rmtree(scratch, ignore_errors=True)
+    if beam_options is not None:
+      storage.as_path(built).rmtree(missing_ok=True)
+    else:
+      shutil.rmtree(scratch, ignore_errors=True)
   return _open(data_dir, target)
 
 
@@ -130,11 +173,12 @@ def _open(data_dir: str, path):
 def main(argv):
   del argv
   from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
+  beam_options = _beam_options()
   try:
     if storage.is_remote(_DATA_DIR.value):
-      path, dataset = _pack_into_bucket(_DATA_DIR.value)
+      path, dataset = _pack_into_bucket(_DATA_DIR.value, beam_options)
     else:
-      path, dataset = _pack(_DATA_DIR.value)
+      path, dataset = _pack(_DATA_DIR.value, beam_options)
   except (datasets.DatasetError, storage.StorageError) as e:
     sys.exit(f"error: {e}")
   size = sum(f.stat().length for f in path.iterdir())
