@@ -28,9 +28,9 @@ deleted once the copy is complete. See docs/buckets.md.
 --beam makes the records with Apache Beam (`pip install -r requirements-beam.txt`), one sequence a unit of
 work: by default the local DirectRunner in --num-workers processes (0: one per core), or any runner through
 --beam_pipeline_options "runner=DataflowRunner,project=...,region=...,temp_location=gs://...". The records are
-the same as without it. Workers write the shards themselves (into a bucket too), so with --data-dir gs://...
-the set is built in `<data-dir>/.beam_staging/` on the bucket and then copied into place, `dataset_info.json`
-last, as above; a second run resumes. See docs/beam.md.
+the same as without it. The workers write the shards themselves, into a bucket too (no --scratch-dir): each
+through a local temporary file copied under a temporary name, renamed once complete; the finished set is
+then moved into place file by file, `dataset_info.json` last. See docs/beam.md.
 """
 
 import os
@@ -97,10 +97,6 @@ def _scratch_for(data_dir: str) -> str:
   return os.path.join(os.path.expanduser(_SCRATCH_DIR.value), digest)
 
 
-# With --beam and a bucket --data-dir: where in the bucket the set is built before it is copied into place.
-BEAM_STAGING = ".beam_staging"
-
-
 def _beam_options():
   """The Beam pipeline options of --beam_pipeline_options, or None without --beam; exits with one line when
   Apache Beam is not installed."""
@@ -131,10 +127,9 @@ def _pack(data_dir: str, beam_options=None):
   return _open(data_dir, path)
 
 
-def _pack_into_bucket(data_dir: str, beam_options=None):
-  """Builds in the scratch folder (with Beam: the bucket's staging folder, which every worker can write),
-  then copies the finished set into the bucket `data_dir`, the shards first and `dataset_info.json` last;
-  returns (the bucket folder, the dataset opened there)."""
+def _pack_into_bucket(data_dir: str):
+  """Builds in the scratch folder, then copies the finished set into the bucket `data_dir`, the shards
+  first and `dataset_info.json` last; returns (the bucket folder, the dataset opened there)."""
   import shutil  # pylint: disable=g-import-not-at-top
   from data_pipelines.training import packed, precropped  # pylint: disable=g-import-not-at-top
   from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
@@ -144,18 +139,12 @@ def _pack_into_bucket(data_dir: str, beam_options=None):
     print(f"{_DATASET.value}: already packed in {target}; delete that folder to pack again", flush=True)
   else:
     storage.check_writable(data_dir, "--data-dir")
-    if beam_options is not None:
-      scratch = os.fspath(storage.as_path(data_dir) / BEAM_STAGING)
-    else:
-      scratch = _scratch_for(data_dir)
-    built, _ = _pack(scratch, beam_options)
-    copied, kept = storage.upload_tree(built, target, last=(packed.SEQUENCES_FILE, "dataset_info.json"))
+    scratch = _scratch_for(data_dir)
+    local, _ = _pack(scratch)
+    copied, kept = storage.upload_tree(local, target, last=(packed.SEQUENCES_FILE, "dataset_info.json"))
     print(f"{_DATASET.value}: copied {copied} files into {target}"
           + (f" ({kept} already there from an earlier run)" if kept else ""), flush=True)
-    if beam_options is not None:
-      storage.as_path(built).rmtree(missing_ok=True)
-    else:
-      shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
   return _open(data_dir, target)
 
 
@@ -175,8 +164,12 @@ def main(argv):
   from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
   beam_options = _beam_options()
   try:
-    if storage.is_remote(_DATA_DIR.value):
-      path, dataset = _pack_into_bucket(_DATA_DIR.value, beam_options)
+    if beam_options is not None:  # the workers write where they are told, a bucket included
+      if storage.is_remote(_DATA_DIR.value):
+        storage.check_writable(_DATA_DIR.value, "--data-dir")
+      path, dataset = _pack(_DATA_DIR.value, beam_options)
+    elif storage.is_remote(_DATA_DIR.value):
+      path, dataset = _pack_into_bucket(_DATA_DIR.value)
     else:
       path, dataset = _pack(_DATA_DIR.value, beam_options)
   except (datasets.DatasetError, storage.StorageError) as e:

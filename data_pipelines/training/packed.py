@@ -36,12 +36,14 @@ valid and visible flags, and skipped sequences.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import io
 import logging
 import os
 import tempfile
+import uuid
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -67,6 +69,7 @@ TABLE_FORMAT = 1
 # order and spread the records over its 1000 on-disk buckets, each sorted in memory on its own; small
 # integer keys would all fall into bucket 0, which would then have to hold the whole dataset in memory.
 _KEY_SPACE = 2 ** 128
+_INCOMPLETE_PREFIX = "incomplete."  # tfds' temporary build folders (tfds.core.constants.INCOMPLETE_PREFIX)
 
 
 def record_key(record: int, num_records: int) -> int:
@@ -311,19 +314,62 @@ def build_with_tfds(builder: tfds.core.DatasetBuilder, name: str, data_dir: str,
   """Runs `builder` (this module's or precropped's) into `data_dir` unless a complete set is there."""
   path = packed_path(name, data_dir, builder_name, version)
   if path.exists():
-    if not (path / SEQUENCES_FILE).exists():
-      raise DatasetError(f"{path}: exists without {SEQUENCES_FILE}, so it is not a complete packed dataset; "
+    missing = [f for f in (SEQUENCES_FILE, "dataset_info.json") if not (path / f).exists()]
+    if missing:
+      raise DatasetError(f"{path}: exists without {missing[0]}, so it is not a complete packed dataset; "
                          "delete it and pack again")
     print(f"{name}: already packed in {path}; delete that folder to pack again", flush=True)
     return path
   builder.source_dataset()  # a bad root fails here, before tfds makes any folder
   # Nothing is downloaded, but tfds would leave an empty downloads/ folder in data_dir.
-  with tempfile.TemporaryDirectory(prefix=f"{builder_name}_downloads") as download_dir:
+  with tempfile.TemporaryDirectory(prefix=f"{builder_name}_downloads") as download_dir, \
+       _finish_in_order_on_buckets():
     config = tfds.download.DownloadConfig(beam_options=beam_options)
     builder.download_and_prepare(download_dir=download_dir, download_config=config)
   if not (path / SEQUENCES_FILE).exists():
     raise DatasetError(f"{path}: tfds finished but {SEQUENCES_FILE} is missing")
   return path
+
+
+@contextlib.contextmanager
+def _finish_in_order_on_buckets():
+  """While it lasts, tfds' temporary build folder on a bucket is finished file by file, the records first
+  and `dataset_info.json` (what marks a finished set for every reader) last.
+
+  tfds builds into `<version>.incomplete...` and renames that folder to `<version>`; on a bucket a folder
+  rename is one object copy after another in name order (TensorFlow's GCS file system), which puts
+  `dataset_info.json` in place before the shards, so a rename cut short would leave a set that looks finished
+  (and the storage emulator refuses folder renames altogether). Local folders keep tfds' own rename."""
+  tfds_incomplete_dir = tfds.core.utils.incomplete_dir
+
+  @contextlib.contextmanager
+  def incomplete_dir(dirname, permissions=None, overwrite=False):
+    if "://" not in os.fspath(dirname):
+      with tfds_incomplete_dir(dirname, permissions=permissions, overwrite=overwrite) as tmp:
+        yield tmp
+      return
+    target = epath.Path(os.fspath(dirname))
+    tmp = target.parent / f"{_INCOMPLETE_PREFIX}{uuid.uuid4().hex[:6].upper()}_{target.name}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+      yield os.fspath(tmp)
+      if overwrite:
+        target.rmtree(missing_ok=True)
+      last = (SEQUENCES_FILE, "dataset_info.json")
+      files = sorted((p for p in tmp.iterdir() if p.is_file()),
+                     key=lambda p: (last.index(p.name) if p.name in last else -1, p.name))
+      target.mkdir(parents=True, exist_ok=True)
+      for file in files:
+        file.replace(target / file.name)
+    finally:
+      if tmp.exists():
+        tmp.rmtree()
+
+  tfds.core.utils.incomplete_dir = incomplete_dir
+  try:
+    yield
+  finally:
+    tfds.core.utils.incomplete_dir = tfds_incomplete_dir
 
 
 class _RecordSource:
