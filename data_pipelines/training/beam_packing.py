@@ -33,7 +33,7 @@ import json
 import os
 import tempfile
 import uuid
-from typing import Sequence
+from typing import Callable, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -73,16 +73,16 @@ def pipeline_options(text: str | None, num_workers: int = 0):
 @dataclasses.dataclass(frozen=True, eq=False)
 class SequenceWork:
   """Everything a worker needs to make one sequence's records (small and picklable): the training name,
-  its root and index cache (the worker rebuilds the native dataset from them), the record layout, and for
-  crops the window specs and JPEG quality."""
-  kind: str  # "frames" or "crops"
+  its root and index cache (the worker rebuilds the native dataset from them), the record layout, and the
+  builder's per-sequence function `make_records(seq, index, first_record, num_records)` yielding (tfds key,
+  example, None or why the frame could not be read) (`packed.frame_records`, or `precropped.crop_records`
+  with its window specs bound)."""
   train_name: str
   root: str
   cache_dir: str | None
   first_record: np.ndarray  # [S] int64
   num_records: int
-  specs: tuple = ()
-  quality: int = 0
+  make_records: Callable
 
   def source(self) -> datasets.TrainDataset:
     source = datasets.build_train_dataset(self.train_name, self.root, self.cache_dir)
@@ -93,11 +93,7 @@ class SequenceWork:
 
   def records(self, source: datasets.TrainDataset, index: int):
     """(tfds key, example, None or why the frame could not be read) for each frame of sequence `index`."""
-    from data_pipelines.training import packed, precropped  # pylint: disable=g-import-not-at-top
-    seq, first = source.sequence(index), int(self.first_record[index])
-    if self.kind == "crops":
-      return precropped.crop_records(seq, index, first, self.num_records, self.specs, self.quality)
-    return packed.frame_records(seq, index, first, self.num_records)
+    return self.make_records(source.sequence(index), index, int(self.first_record[index]), self.num_records)
 
 
 class _PackSequence(beam.DoFn):

@@ -180,8 +180,8 @@ class TrackingFrames(tfds.core.GeneratorBasedBuilder):
 
   def _sequence_work(self, source, first_record, num_records):
     from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
-    return beam_packing.SequenceWork("frames", source.name, source.root, self._cache_dir, first_record,
-                                     num_records)
+    return beam_packing.SequenceWork(source.name, source.root, self._cache_dir, first_record, num_records,
+                                     frame_records)
 
   def _beam_split(self, source, sequences, first_record, num_records):
     """The split as a Beam transform over the sequences `sequences` (those that write records)."""
@@ -356,7 +356,9 @@ def _finish_in_order_on_buckets():
       if overwrite:
         target.rmtree(missing_ok=True)
       last = (SEQUENCES_FILE, "dataset_info.json")
-      files = sorted((p for p in tmp.iterdir() if p.is_file()),
+      # Not the temporary shard names a retried worker left (tfds' own rename would carry them over and
+      # delete them after).
+      files = sorted((p for p in tmp.iterdir() if p.is_file() and not p.name.startswith(_INCOMPLETE_PREFIX)),
                      key=lambda p: (last.index(p.name) if p.name in last else -1, p.name))
       target.mkdir(parents=True, exist_ok=True)
       for file in files:

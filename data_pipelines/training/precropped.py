@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import multiprocessing
 import os
@@ -385,8 +386,8 @@ class TrackingCrops(packed.TrackingFrames):
 
   def _sequence_work(self, source, first_record, num_records):
     from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
-    return beam_packing.SequenceWork("crops", source.name, source.root, self._cache_dir, first_record,
-                                     num_records, self._specs, self._quality)
+    return beam_packing.SequenceWork(source.name, source.root, self._cache_dir, first_record, num_records,
+                                     functools.partial(crop_records, specs=self._specs, quality=self._quality))
 
   def _generate_crops(self, source, first_record, num_records):
     def tasks():
