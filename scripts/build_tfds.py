@@ -64,7 +64,7 @@ _BEAM = flags.DEFINE_bool("beam", False, "Make the records with Apache Beam, one
                           "same records; needs pip install -r requirements-beam.txt). See docs/beam.md.")
 _BEAM_OPTIONS = flags.DEFINE_string("beam_pipeline_options", None, "--beam: Beam pipeline options as "
                                     "name=value,name=value (tfds build's spelling), e.g. runner=DataflowRunner,"
-                                    "project=P,region=R,temp_location=gs://B/tmp,setup_file=./setup.py; default: "
+                                    "project=P,region=R,temp_location=gs://B/tmp,extra_packages=dist/<wheel>; default: "
                                     "runner=DirectRunner,direct_running_mode=multi_processing,"
                                     "direct_num_workers=<--num_workers, 0: one per core>.")
 _SCRATCH_DIR = flags.DEFINE_string("scratch_dir", "~/.cache/fartrack_jax/tfds_scratch", "--data-dir gs://...: "
@@ -108,7 +108,12 @@ def _beam_options():
     if (e.name or "").split(".")[0] != "apache_beam":
       raise
     sys.exit("error: --beam needs Apache Beam, which is not installed: pip install -r requirements-beam.txt")
-  return beam_packing.pipeline_options(_BEAM_OPTIONS.value, _NUM_WORKERS.value)
+  from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
+  options = beam_packing.pipeline_options(_BEAM_OPTIONS.value, _NUM_WORKERS.value)
+  if not beam_packing.runs_here(options) and not storage.is_remote(_DATA_DIR.value):
+    sys.exit(f"error: --data-dir {_DATA_DIR.value} is a local folder, which the workers of "
+             f"--beam_pipeline_options {_BEAM_OPTIONS.value!r} cannot write: give a bucket (--data-dir gs://...)")
+  return options
 
 
 def _pack(data_dir: str, beam_options=None):

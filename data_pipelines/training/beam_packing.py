@@ -44,7 +44,7 @@ from tensorflow_datasets.core import writer as tfds_writer
 from data_pipelines.training import datasets
 
 __all__ = ["BucketExampleWriter", "PackSequences", "SequenceWork", "UNREADABLE_FILE", "pipeline_options",
-           "read_unreadable"]
+           "read_unreadable", "runs_here"]
 
 UNREADABLE_FILE = "unreadable_frames.json"
 _UNREADABLE = "unreadable"
@@ -60,7 +60,7 @@ def pipeline_options(text: str | None, num_workers: int = 0):
     flags = ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
              f"--direct_num_workers={num_workers or os.cpu_count() or 1}"]
   options = beam.options.pipeline_options.PipelineOptions(flags)
-  if options.view_as(beam.options.pipeline_options.StandardOptions).runner in (None, "DirectRunner"):
+  if runs_here(options):
     # The DirectRunner's worker processes are fresh interpreters: they import this code from where this
     # process does (a remote runner gets it as a package instead, see docs/beam.md).
     code = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -68,6 +68,12 @@ def pipeline_options(text: str | None, num_workers: int = 0):
     if code not in paths:
       os.environ["PYTHONPATH"] = os.pathsep.join([code] + [p for p in paths if p])
   return options
+
+
+def runs_here(options) -> bool:
+  """Whether the runner of `options` runs on this machine (a DirectRunner), whose disk its workers share."""
+  runner = options.view_as(beam.options.pipeline_options.StandardOptions).runner
+  return runner in (None, "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -170,6 +170,17 @@ def test_beam_without_apache_beam_is_one_error_line(roots, tmp_path):
   assert not (tmp_path / "tfds").exists()
 
 
+def test_a_remote_runner_with_a_local_data_dir_is_one_error_line(roots, tmp_path):
+  _beam()
+  out = _script("--beam", "--dataset", "SYNTHETIC", "--root", roots["SYNTHETIC"], "--data-dir",
+                str(tmp_path / "tfds"), "--beam_pipeline_options", "runner=DataflowRunner,project=p,region=r")
+  assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+  assert out.stderr.strip().splitlines()[-1] == (
+      f"error: --data-dir {tmp_path / 'tfds'} is a local folder, which the workers of --beam_pipeline_options "
+      "'runner=DataflowRunner,project=p,region=r' cannot write: give a bucket (--data-dir gs://...)")
+  assert not (tmp_path / "tfds").exists()
+
+
 def _objects(server, prefix):
   """{name: bytes} of the objects under `prefix`, read from the server's JSON API directly (not through the
   clients under test)."""
