@@ -55,8 +55,8 @@ from data_pipelines.training.datasets import DatasetError
 from data_pipelines.training.datasets import TrainSequence
 
 __all__ = ["BUILDER_NAME", "DatasetError", "PackedFrame", "PackedTrainDataset", "SEQUENCES_FILE",
-           "TrackingFrames", "config_name", "open_packed_datasets", "pack_train_dataset", "packed_path",
-           "record_key"]
+           "TrackingFrames", "build_with_tfds", "config_name", "frame_records", "open_packed_datasets",
+           "pack_train_dataset", "packed_path", "record_key"]
 
 logger = logging.getLogger(__name__)
 

@@ -59,8 +59,8 @@ from data_pipelines.training import processing
 from data_pipelines.training.datasets import DatasetError
 
 __all__ = ["BUILDER_NAME", "LEVELS", "PrecroppedFrame", "PrecroppedTrainDataset", "TrackingCrops",
-           "WindowSpec", "compare_examples", "coverage", "open_precropped_datasets", "pack_precropped_dataset",
-           "window_specs"]
+           "WindowSpec", "compare_examples", "coverage", "crop_records", "open_precropped_datasets",
+           "pack_precropped_dataset", "window_specs"]
 
 BUILDER_NAME = "tracking_crops"
 DATASET_VERSION = "1.0.0"
