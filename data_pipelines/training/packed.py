@@ -331,6 +331,18 @@ def build_with_tfds(builder: tfds.core.DatasetBuilder, name: str, data_dir: str,
   return path
 
 
+def _move_in_order(source: epath.Path, target: epath.Path) -> None:
+  """Moves the files of the build folder `source` into `target`, the records first, then `sequences.npz`,
+  then `dataset_info.json`; not the temporary shard names a retried worker left (tfds' own rename would
+  carry them over and delete them after)."""
+  last = (SEQUENCES_FILE, "dataset_info.json")
+  files = sorted((p for p in source.iterdir() if p.is_file() and not p.name.startswith(_INCOMPLETE_PREFIX)),
+                 key=lambda p: (last.index(p.name) if p.name in last else -1, p.name))
+  target.mkdir(parents=True, exist_ok=True)
+  for file in files:
+    file.replace(target / file.name)
+
+
 @contextlib.contextmanager
 def _finish_in_order_on_buckets():
   """While it lasts, tfds' temporary build folder on a bucket is finished file by file, the records first
@@ -355,14 +367,7 @@ def _finish_in_order_on_buckets():
       yield os.fspath(tmp)
       if overwrite:
         target.rmtree(missing_ok=True)
-      last = (SEQUENCES_FILE, "dataset_info.json")
-      # Not the temporary shard names a retried worker left (tfds' own rename would carry them over and
-      # delete them after).
-      files = sorted((p for p in tmp.iterdir() if p.is_file() and not p.name.startswith(_INCOMPLETE_PREFIX)),
-                     key=lambda p: (last.index(p.name) if p.name in last else -1, p.name))
-      target.mkdir(parents=True, exist_ok=True)
-      for file in files:
-        file.replace(target / file.name)
+      _move_in_order(tmp, target)
     finally:
       if tmp.exists():
         tmp.rmtree()

@@ -11,6 +11,7 @@ import sys
 import urllib.parse
 import urllib.request
 
+from etils import epath
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -150,6 +151,31 @@ def test_the_shard_writer_copies_into_any_epath_place_through_a_local_file(tmp_p
   from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
   source = array_record_data_source.ArrayRecordDataSource([os.fspath(target)])
   assert [source[i] for i in range(len(source))] == [e for _, e in examples]
+
+
+def test_a_build_folder_is_finished_with_dataset_info_last(tmp_path, monkeypatch):
+  # On a bucket the finished build folder is moved file by file (a folder rename there copies objects in
+  # name order, dataset_info.json first): a move cut short must leave no dataset_info.json.
+  source, target = tmp_path / "incomplete.ABCDEF_1.0.0", tmp_path / "1.0.0"
+  source.mkdir()
+  names = ["dataset_info.json", "features.json", "sequences.npz",
+           "tracking_frames-train.array_record-00000-of-00002", "tracking_frames-train.array_record-00001-of-00002",
+           "incomplete.0123456789abcdef0123456789abcdef.tracking_frames-train.array_record-00000-of-00002"]
+  for name in names:
+    (source / name).write_text(name)
+  moved = []
+  path_class = type(epath.Path(source))
+  replace = path_class.replace
+
+  def recording_replace(self, destination):
+    moved.append(self.name)
+    return replace(self, destination)
+
+  monkeypatch.setattr(path_class, "replace", recording_replace)
+  packed._move_in_order(epath.Path(source), epath.Path(target))  # pylint: disable=protected-access
+  assert moved[-2:] == ["sequences.npz", "dataset_info.json"], moved
+  assert sorted(moved) == sorted(names[:-1])  # the dead attempt's temporary shard is not moved
+  assert sorted(os.listdir(target)) == sorted(names[:-1])
 
 
 def _script(*args, env=None, cwd=ROOT, prefix=()):
