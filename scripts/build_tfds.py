@@ -24,6 +24,13 @@ first and `dataset_info.json` (what marks a finished set for every reader) last.
 no `dataset_info.json`, so nothing that reads as a dataset; running the same command again keeps the local
 build and the shards already in the bucket (same name and size) and copies the rest. The local build is
 deleted once the copy is complete. See docs/buckets.md.
+
+--beam makes the records with Apache Beam (`pip install -r requirements-beam.txt`), one sequence a unit of
+work: by default the local DirectRunner in --num-workers processes (0: one per core), or any runner through
+--beam_pipeline_options "runner=DataflowRunner,project=...,region=...,temp_location=gs://...". The records are
+the same as without it. The workers write the shards themselves, into a bucket too (no --scratch-dir): each
+through a local temporary file copied under a temporary name, renamed once complete; the finished set is
+then moved into place file by file, `dataset_info.json` last. See docs/beam.md.
 """
 
 import os
@@ -51,7 +58,15 @@ _CONFIG = flags.DEFINE_string("config", "configs/fartrack.py:variant=tiny", "--f
                               "data.template / data.search crops the windows serve, as train.py's --config "
                               "(configs/<stage>.py[:arguments]).")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 0, "--format crops: processes that decode and cut the "
-                                    "frames (0: this one).")
+                                    "frames (0: this one); --beam without --beam_pipeline_options: the "
+                                    "DirectRunner's worker processes (0: one per core).")
+_BEAM = flags.DEFINE_bool("beam", False, "Make the records with Apache Beam, one sequence a unit of work (the "
+                          "same records; needs pip install -r requirements-beam.txt). See docs/beam.md.")
+_BEAM_OPTIONS = flags.DEFINE_string("beam_pipeline_options", None, "--beam: Beam pipeline options as "
+                                    "name=value,name=value (tfds build's spelling), e.g. runner=DataflowRunner,"
+                                    "project=P,region=R,temp_location=gs://B/tmp,extra_packages=dist/<wheel>; default: "
+                                    "runner=DirectRunner,direct_running_mode=multi_processing,"
+                                    "direct_num_workers=<--num_workers, 0: one per core>.")
 _SCRATCH_DIR = flags.DEFINE_string("scratch_dir", "~/.cache/fartrack_jax/tfds_scratch", "--data-dir gs://...: "
                                    "local folder the set is built in before it is copied into the bucket (needs "
                                    "the set's size free; kept until the copy is complete, so a second run "
@@ -82,16 +97,38 @@ def _scratch_for(data_dir: str) -> str:
   return os.path.join(os.path.expanduser(_SCRATCH_DIR.value), digest)
 
 
-def _pack(data_dir: str):
-  """Builds the set into `data_dir` (a local folder); returns (its folder, the opened dataset)."""
+def _beam_options():
+  """The Beam pipeline options of --beam_pipeline_options, or None without --beam; exits with one line when
+  Apache Beam is not installed."""
+  if not _BEAM.value:
+    return None
+  try:
+    from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    if (e.name or "").split(".")[0] != "apache_beam":
+      raise
+    sys.exit("error: --beam needs Apache Beam, which is not installed: pip install -r requirements-beam.txt")
+  from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
+  options = beam_packing.pipeline_options(_BEAM_OPTIONS.value, _NUM_WORKERS.value)
+  if not beam_packing.runs_here(options) and not storage.is_remote(_DATA_DIR.value):
+    sys.exit(f"error: --data-dir {_DATA_DIR.value} is a local folder, which the workers of "
+             f"--beam_pipeline_options {_BEAM_OPTIONS.value!r} cannot write: give a bucket (--data-dir gs://...)")
+  return options
+
+
+def _pack(data_dir: str, beam_options=None):
+  """Builds the set into `data_dir` (a local folder; with Beam, a bucket too); returns (its folder, the
+  opened dataset)."""
   from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
   if _FORMAT.value == "crops":
     from data_pipelines.training import precropped, processing  # pylint: disable=g-import-not-at-top
     crops = processing.FrameProcessing.from_config(_crop_config(_CONFIG.value))
     path = precropped.pack_precropped_dataset(_DATASET.value, _ROOT.value, data_dir, crops, _CACHE_DIR.value,
-                                              _NUM_WORKERS.value, oversample=_OVERSAMPLE.value)
+                                              _NUM_WORKERS.value, oversample=_OVERSAMPLE.value,
+                                              beam_options=beam_options)
   else:
-    path = packed.pack_train_dataset(_DATASET.value, _ROOT.value, data_dir, _CACHE_DIR.value)
+    path = packed.pack_train_dataset(_DATASET.value, _ROOT.value, data_dir, _CACHE_DIR.value,
+                                     beam_options=beam_options)
   return _open(data_dir, path)
 
 
@@ -130,11 +167,16 @@ def _open(data_dir: str, path):
 def main(argv):
   del argv
   from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
+  beam_options = _beam_options()
   try:
-    if storage.is_remote(_DATA_DIR.value):
+    if beam_options is not None:  # the workers write where they are told, a bucket included
+      if storage.is_remote(_DATA_DIR.value):
+        storage.check_writable(_DATA_DIR.value, "--data-dir")
+      path, dataset = _pack(_DATA_DIR.value, beam_options)
+    elif storage.is_remote(_DATA_DIR.value):
       path, dataset = _pack_into_bucket(_DATA_DIR.value)
     else:
-      path, dataset = _pack(_DATA_DIR.value)
+      path, dataset = _pack(_DATA_DIR.value, beam_options)
   except (datasets.DatasetError, storage.StorageError) as e:
     sys.exit(f"error: {e}")
   size = sum(f.stat().length for f in path.iterdir())

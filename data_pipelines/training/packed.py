@@ -36,12 +36,14 @@ valid and visible flags, and skipped sequences.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import io
 import logging
 import os
 import tempfile
+import uuid
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -53,8 +55,8 @@ from data_pipelines.training.datasets import DatasetError
 from data_pipelines.training.datasets import TrainSequence
 
 __all__ = ["BUILDER_NAME", "DatasetError", "PackedFrame", "PackedTrainDataset", "SEQUENCES_FILE",
-           "TrackingFrames", "config_name", "open_packed_datasets", "pack_train_dataset", "packed_path",
-           "record_key"]
+           "TrackingFrames", "build_with_tfds", "config_name", "frame_records", "open_packed_datasets",
+           "pack_train_dataset", "packed_path", "record_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ TABLE_FORMAT = 1
 # order and spread the records over its 1000 on-disk buckets, each sorted in memory on its own; small
 # integer keys would all fall into bucket 0, which would then have to hold the whole dataset in memory.
 _KEY_SPACE = 2 ** 128
+_INCOMPLETE_PREFIX = "incomplete."  # tfds' temporary build folders (tfds.core.constants.INCOMPLETE_PREFIX)
 
 
 def record_key(record: int, num_records: int) -> int:
@@ -116,10 +119,15 @@ class TrackingFrames(tfds.core.GeneratorBasedBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = ("The dataset's native root folder (the one `datasets.build_train_dataset` "
                                   "reads), given as root= or as the manual folder.")
 
-  def __init__(self, *, root: str | None = None, cache_dir: str | None = None, file_format=None, **kwargs):
+  def __init__(self, *, root: str | None = None, cache_dir: str | None = None, file_format=None,
+               beam: bool = False, **kwargs):
     super().__init__(file_format=file_format or "array_record", **kwargs)
     self._root = root
     self._cache_dir = cache_dir
+    # Make the split as a Beam transform, one sequence a unit of work (beam_packing.py); the runner and its
+    # options come with download_and_prepare's DownloadConfig(beam_options=...).
+    self._beam = beam
+    self._beam_unreadable: str | None = None  # where the Beam build writes its count of unreadable frames
     self._source: datasets.TrainDataset | None = None
     self._layout: tuple[np.ndarray, int] | None = None  # first_record [S], number of records
     self._unreadable: list[str] = []
@@ -165,37 +173,76 @@ class TrackingFrames(tfds.core.GeneratorBasedBuilder):
     self._layout = (first_record, num_records)
     print(f"{source.name}: packing {len(source)} sequences, {source.num_frames} frames ({num_records} "
           f"records) from {source.root}", flush=True)
+    if self._beam:
+      return {SPLIT: self._beam_split(source, np.flatnonzero(owner == np.arange(len(source))), first_record,
+                                      num_records)}
     return {SPLIT: self._generate_examples(source, first_record, owner, num_records)}
+
+  def _sequence_work(self, source, first_record, num_records):
+    from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
+    return beam_packing.SequenceWork(source.name, source.root, self._cache_dir, first_record, num_records,
+                                     frame_records)
+
+  def _beam_split(self, source, sequences, first_record, num_records):
+    """The split as a Beam transform over the sequences `sequences` (those that write records)."""
+    from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
+    self._beam_unreadable = os.fspath(self.data_path / beam_packing.UNREADABLE_FILE)
+    return beam_packing.PackSequences(self._sequence_work(source, np.asarray(first_record, np.int64),
+                                                          num_records), sequences, self._beam_unreadable)
+
+  def _example_writer(self):
+    if self._beam:  # workers may write the shards straight into a bucket
+      from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
+      return beam_packing.BucketExampleWriter(file_format=self.info.file_format)
+    return super()._example_writer()
+
+  def _count_unreadable(self) -> int:
+    """Frames that could not be read in this build (logged with a few examples)."""
+    if self._beam_unreadable is not None:
+      from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
+      count, examples = beam_packing.read_unreadable(epath.Path(self._beam_unreadable))
+    else:
+      count, examples = len(self._unreadable), self._unreadable[:3]
+    if count:
+      logger.warning("%s: %d frames could not be read and are stored empty (e.g. %s)",
+                     self.builder_config.train_name, count, "; ".join(examples[:3]))
+    return count
 
   def _generate_examples(self, source, first_record, owner, num_records):
     for i in range(len(source)):
       if owner[i] != i:  # an image already packed for an earlier object
         continue
-      seq = source.sequence(i)
-      for k, path in enumerate(seq.frames):
-        yield record_key(int(first_record[i]) + k, num_records), {
-            "image": self._read_file(path), "box": np.asarray(seq.boxes[k], np.float32),
-            "visible": bool(seq.visible[k]), "valid": bool(seq.valid[k]), "sequence": i, "frame": k}
-
-  def _read_file(self, path: str) -> bytes:
-    try:
-      with open(path, "rb") as f:
-        return f.read()
-    except OSError as e:
-      # Kept as an empty record: training then counts it as an unreadable image and redraws, as it does on
-      # the native root.
-      self._unreadable.append(f"{path}: {e}")
-      return b""
+      for key, example, problem in frame_records(source.sequence(i), i, int(first_record[i]), num_records):
+        if problem:
+          self._unreadable.append(problem)
+        yield key, example
 
   def _download_and_prepare(self, dl_manager, download_config=None):
     super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
     first_record, num_records = self._layout
     # Last, into the temporary folder tfds renames when the whole build is done.
     _write_table(self.data_path / SEQUENCES_FILE, self.source_dataset(), first_record, num_records,
-                 len(self._unreadable))
-    if self._unreadable:
-      logger.warning("%s: %d frames could not be read and are stored empty (e.g. %s)",
-                     self.builder_config.train_name, len(self._unreadable), "; ".join(self._unreadable[:3]))
+                 self._count_unreadable())
+
+
+def _read_file(path: str) -> tuple[bytes, str | None]:
+  """(the file's bytes, None), or (b"", why) when it cannot be read: such a frame is kept as an empty record,
+  which training counts as an unreadable image and redraws, as it does on the native root."""
+  try:
+    return epath.Path(path).read_bytes(), None
+  except OSError as e:
+    return b"", f"{path}: {e}"
+
+
+def frame_records(seq: TrainSequence, index: int, first_record: int, num_records: int):
+  """The records of sequence `index` (`seq`), whose first record is `first_record` of `num_records`: one
+  (tfds key, example, None or why the frame could not be read) per frame. The unit of work of every build
+  (this module's generator, a Beam worker: `beam_packing.py`)."""
+  for k, path in enumerate(seq.frames):
+    image, problem = _read_file(path)
+    yield record_key(first_record + k, num_records), {
+        "image": image, "box": np.asarray(seq.boxes[k], np.float32), "visible": bool(seq.visible[k]),
+        "valid": bool(seq.valid[k]), "sequence": index, "frame": k}, problem
 
 
 def _record_layout(source: datasets.TrainDataset) -> tuple[np.ndarray, np.ndarray, int]:
@@ -250,26 +297,86 @@ def _write_table(path: epath.Path, source: datasets.TrainDataset, first_record: 
   tmp.rename(path)
 
 
-def pack_train_dataset(name: str, root: str, data_dir: str, cache_dir: str | None = None) -> epath.Path:
+def pack_train_dataset(name: str, root: str, data_dir: str, cache_dir: str | None = None,
+                       beam_options=None) -> epath.Path:
   """Packs training name `name` from its native `root` into the tfds `data_dir` (the reader's index cache
   in `cache_dir` when given) and returns the packed folder. DatasetError (the reader's) for a bad root,
-  before anything is written; an already built dataset is left as it is."""
+  before anything is written; an already built dataset is left as it is. With `beam_options` (Beam
+  `PipelineOptions`, see `beam_packing.pipeline_options`) the records are made by that Beam pipeline, one
+  sequence a unit of work; they are the same records."""
   builder = TrackingFrames(config=config_name(name), data_dir=os.fspath(data_dir), root=os.fspath(root),
-                           cache_dir=cache_dir)
-  path = packed_path(name, data_dir)
+                           cache_dir=cache_dir, beam=beam_options is not None)
+  return build_with_tfds(builder, name, data_dir, BUILDER_NAME, DATASET_VERSION, beam_options)
+
+
+def build_with_tfds(builder: tfds.core.DatasetBuilder, name: str, data_dir: str, builder_name: str,
+                    version: str, beam_options=None) -> epath.Path:
+  """Runs `builder` (this module's or precropped's) into `data_dir` unless a complete set is there."""
+  path = packed_path(name, data_dir, builder_name, version)
   if path.exists():
-    if not (path / SEQUENCES_FILE).exists():
-      raise DatasetError(f"{path}: exists without {SEQUENCES_FILE}, so it is not a complete packed dataset; "
+    missing = [f for f in (SEQUENCES_FILE, "dataset_info.json") if not (path / f).exists()]
+    if missing:
+      raise DatasetError(f"{path}: exists without {missing[0]}, so it is not a complete packed dataset; "
                          "delete it and pack again")
     print(f"{name}: already packed in {path}; delete that folder to pack again", flush=True)
     return path
   builder.source_dataset()  # a bad root fails here, before tfds makes any folder
   # Nothing is downloaded, but tfds would leave an empty downloads/ folder in data_dir.
-  with tempfile.TemporaryDirectory(prefix="tracking_frames_downloads") as download_dir:
-    builder.download_and_prepare(download_dir=download_dir)
+  with tempfile.TemporaryDirectory(prefix=f"{builder_name}_downloads") as download_dir, \
+       _finish_in_order_on_buckets():
+    config = tfds.download.DownloadConfig(beam_options=beam_options)
+    builder.download_and_prepare(download_dir=download_dir, download_config=config)
   if not (path / SEQUENCES_FILE).exists():
     raise DatasetError(f"{path}: tfds finished but {SEQUENCES_FILE} is missing")
   return path
+
+
+def _move_in_order(source: epath.Path, target: epath.Path) -> None:
+  """Moves the files of the build folder `source` into `target`, the records first, then `sequences.npz`,
+  then `dataset_info.json`; not the temporary shard names a retried worker left (tfds' own rename would
+  carry them over and delete them after)."""
+  last = (SEQUENCES_FILE, "dataset_info.json")
+  files = sorted((p for p in source.iterdir() if p.is_file() and not p.name.startswith(_INCOMPLETE_PREFIX)),
+                 key=lambda p: (last.index(p.name) if p.name in last else -1, p.name))
+  target.mkdir(parents=True, exist_ok=True)
+  for file in files:
+    file.replace(target / file.name)
+
+
+@contextlib.contextmanager
+def _finish_in_order_on_buckets():
+  """While it lasts, tfds' temporary build folder on a bucket is finished file by file, the records first
+  and `dataset_info.json` (what marks a finished set for every reader) last.
+
+  tfds builds into `<version>.incomplete...` and renames that folder to `<version>`; on a bucket a folder
+  rename is one object copy after another in name order (TensorFlow's GCS file system), which puts
+  `dataset_info.json` in place before the shards, so a rename cut short would leave a set that looks finished
+  (and the storage emulator refuses folder renames altogether). Local folders keep tfds' own rename."""
+  tfds_incomplete_dir = tfds.core.utils.incomplete_dir
+
+  @contextlib.contextmanager
+  def incomplete_dir(dirname, permissions=None, overwrite=False):
+    if "://" not in os.fspath(dirname):
+      with tfds_incomplete_dir(dirname, permissions=permissions, overwrite=overwrite) as tmp:
+        yield tmp
+      return
+    target = epath.Path(os.fspath(dirname))
+    tmp = target.parent / f"{_INCOMPLETE_PREFIX}{uuid.uuid4().hex[:6].upper()}_{target.name}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+      yield os.fspath(tmp)
+      if overwrite:
+        target.rmtree(missing_ok=True)
+      _move_in_order(tmp, target)
+    finally:
+      if tmp.exists():
+        tmp.rmtree()
+
+  tfds.core.utils.incomplete_dir = incomplete_dir
+  try:
+    yield
+  finally:
+    tfds.core.utils.incomplete_dir = tfds_incomplete_dir
 
 
 class _RecordSource:

@@ -41,10 +41,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import multiprocessing
 import os
-import tempfile
 from typing import Sequence
 
 import cv2
@@ -59,8 +59,8 @@ from data_pipelines.training import processing
 from data_pipelines.training.datasets import DatasetError
 
 __all__ = ["BUILDER_NAME", "LEVELS", "PrecroppedFrame", "PrecroppedTrainDataset", "TrackingCrops",
-           "WindowSpec", "compare_examples", "coverage", "open_precropped_datasets", "pack_precropped_dataset",
-           "window_specs"]
+           "WindowSpec", "compare_examples", "coverage", "crop_records", "open_precropped_datasets",
+           "pack_precropped_dataset", "window_specs"]
 
 BUILDER_NAME = "tracking_crops"
 DATASET_VERSION = "1.0.0"
@@ -307,10 +307,34 @@ def _describe(specs: np.ndarray) -> str:
 def _encode_frame(task) -> tuple[bytes, tuple[int, int]]:
   """(windows blob, (height, width)) of one frame file; (b"", (0, 0)) when it cannot be read."""
   path, box, specs, quality = task
-  image = cv2.imread(path, cv2.IMREAD_COLOR)
+  if "://" in path:  # a root on a bucket: the same decoder on the file's bytes
+    try:
+      data = epath.Path(path).read_bytes()
+    except OSError:
+      return b"", (0, 0)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+  else:
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
   if image is None:
     return b"", (0, 0)
   return encode_windows(image, box, specs, quality), image.shape[:2]
+
+
+def _crop_example(train_name: str, index: int, frame: int, blob: bytes, size) -> tuple[dict, str | None]:
+  """(the record of frame `frame` of sequence `index`, None or why the frame could not be read)."""
+  problem = f"{train_name} sequence {index} frame {frame}" if tuple(size) == (0, 0) else None
+  return {"windows": blob, "image_size": np.asarray(size, np.int32), "sequence": index, "frame": frame}, problem
+
+
+def crop_records(seq, index: int, first_record: int, num_records: int, specs: Sequence[WindowSpec],
+                 quality: int = JPEG_QUALITY):
+  """The records of sequence `index` (`seq`, of training name `seq.dataset`), cut in this process: one
+  (tfds key, example, None or why the frame could not be read) per frame, as `TrackingCrops` writes them
+  (a Beam worker's unit of work: `beam_packing.py`)."""
+  for k, path in enumerate(seq.frames):
+    example, problem = _crop_example(seq.dataset, index, k,
+                                     *_encode_frame((path, np.asarray(seq.boxes[k], np.float64), specs, quality)))
+    yield packed.record_key(first_record + k, num_records), example, problem
 
 
 class TrackingCrops(packed.TrackingFrames):
@@ -354,8 +378,16 @@ class TrackingCrops(packed.TrackingFrames):
     num_records = int(lengths.sum())
     self._layout = (first_record, num_records)
     print(f"{source.name}: cutting {len(source)} sequences, {num_records} frames into windows from "
-          f"{source.root} ({len(self._specs)} window kinds, {max(self._num_workers, 1)} processes)", flush=True)
+          f"{source.root} ({len(self._specs)} window kinds, "
+          f"{'Beam workers' if self._beam else f'{max(self._num_workers, 1)} processes'})", flush=True)
+    if self._beam:
+      return {packed.SPLIT: self._beam_split(source, np.arange(len(source)), first_record, num_records)}
     return {packed.SPLIT: self._generate_crops(source, first_record, num_records)}
+
+  def _sequence_work(self, source, first_record, num_records):
+    from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
+    return beam_packing.SequenceWork(source.name, source.root, self._cache_dir, first_record, num_records,
+                                     functools.partial(crop_records, specs=self._specs, quality=self._quality))
 
   def _generate_crops(self, source, first_record, num_records):
     def tasks():
@@ -369,11 +401,10 @@ class TrackingCrops(packed.TrackingFrames):
       for i in range(len(source)):
         end = int(first_record[i + 1]) if i + 1 < len(source) else num_records
         for k in range(end - int(first_record[i])):
-          blob, size = next(results)
-          if tuple(size) == (0, 0):
-            self._unreadable.append(f"{source.name} sequence {i} frame {k}")
-          yield packed.record_key(record, num_records), {
-              "windows": blob, "image_size": np.asarray(size, np.int32), "sequence": i, "frame": k}
+          example, problem = _crop_example(source.name, i, k, *next(results))
+          if problem:
+            self._unreadable.append(problem)
+          yield packed.record_key(record, num_records), example
           record += 1
 
     if self._num_workers > 0:
@@ -388,7 +419,7 @@ class TrackingCrops(packed.TrackingFrames):
     first_record, num_records = self._layout
     packed._write_table(  # pylint: disable=protected-access
         self.data_path / packed.SEQUENCES_FILE, self.source_dataset(), first_record, num_records,
-        len(self._unreadable), crop_specs=_crop_specs_array(self._template, self._search),
+        self._count_unreadable(), crop_specs=_crop_specs_array(self._template, self._search),
         window_specs=np.array([[w.half_extent, w.pixels_per_s] for w in self._specs], np.float64),
         jpeg_quality=np.int64(self._quality), table_kind=np.str_(BUILDER_NAME))
 
@@ -426,26 +457,17 @@ def open_precropped_datasets(names: Sequence[str], data_dir: str, crops: process
 
 def pack_precropped_dataset(name: str, root: str, data_dir: str, crops: processing.FrameProcessing,
                             cache_dir: str | None = None, num_workers: int = 0,
-                            quality: int = JPEG_QUALITY, oversample: float = 1.0) -> epath.Path:
+                            quality: int = JPEG_QUALITY, oversample: float = 1.0,
+                            beam_options=None) -> epath.Path:
   """Cuts training name `name` from its native `root` into `data_dir` for the crops of `crops`; returns
   the folder. A bad root fails with the reader's DatasetError before anything is written; a set already
-  there is left as it is (opening it checks that it fits)."""
+  there is left as it is (opening it checks that it fits). With `beam_options` the frames are cut by that
+  Beam pipeline (one sequence a unit of work, `num_workers` unused): the same records."""
   builder = TrackingCrops(config=packed.config_name(name), data_dir=os.fspath(data_dir), root=os.fspath(root),
                           cache_dir=cache_dir, template=crops.template, search=crops.search,
-                          num_workers=num_workers, quality=quality, oversample=oversample)
-  path = packed.packed_path(name, data_dir, BUILDER_NAME, DATASET_VERSION)
-  if path.exists():
-    if not (path / packed.SEQUENCES_FILE).exists():
-      raise DatasetError(f"{path}: exists without {packed.SEQUENCES_FILE}, so it is not a complete pre-cropped "
-                         "set; delete it and build again")
-    print(f"{name}: already cut in {path}; delete that folder to build again", flush=True)
-    return path
-  builder.source_dataset()
-  with tempfile.TemporaryDirectory(prefix="tracking_crops_downloads") as download_dir:
-    builder.download_and_prepare(download_dir=download_dir)
-  if not (path / packed.SEQUENCES_FILE).exists():
-    raise DatasetError(f"{path}: tfds finished but {packed.SEQUENCES_FILE} is missing")
-  return path
+                          num_workers=num_workers, quality=quality, oversample=oversample,
+                          beam=beam_options is not None)
+  return packed.build_with_tfds(builder, name, data_dir, BUILDER_NAME, DATASET_VERSION, beam_options)
 
 
 def compare_examples(exact: pipeline.FrameExamples, fast: pipeline.FrameExamples, indices: Sequence[int],

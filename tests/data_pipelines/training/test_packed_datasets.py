@@ -265,16 +265,16 @@ def test_an_interrupted_build_leaves_nothing_that_reads_as_a_dataset(built, tmp_
   roots, _ = built
   root, want = roots["LASOT"]
   data_dir = str(tmp_path)
-  read_file = packed.TrackingFrames._read_file
+  read_file = packed._read_file  # pylint: disable=protected-access
   calls = []
 
-  def crash_midway(self, path):
+  def crash_midway(path):
     calls.append(path)
     if len(calls) > NUM_FRAMES:
       raise KeyboardInterrupt("killed")
-    return read_file(self, path)
+    return read_file(path)
 
-  monkeypatch.setattr(packed.TrackingFrames, "_read_file", crash_midway)
+  monkeypatch.setattr(packed, "_read_file", crash_midway)
   with pytest.raises(KeyboardInterrupt):
     packed.pack_train_dataset("LASOT", root, data_dir)
   config_dir = tmp_path / "tracking_frames" / "lasot"
@@ -282,7 +282,7 @@ def test_an_interrupted_build_leaves_nothing_that_reads_as_a_dataset(built, tmp_
   assert not config_dir.exists() or os.listdir(config_dir) == []  # the temporary folder is gone too
   with pytest.raises(DatasetError, match="no packed LASOT dataset"):
     packed.PackedTrainDataset("LASOT", data_dir)
-  monkeypatch.setattr(packed.TrackingFrames, "_read_file", read_file)
+  monkeypatch.setattr(packed, "_read_file", read_file)
   packed.pack_train_dataset("LASOT", root, data_dir)  # a second try builds it
   got = packed.PackedTrainDataset("LASOT", data_dir)
   assert len(got) == len(want)
