@@ -9,7 +9,9 @@ compile, as a preemption mid-run would find it), and times until the process has
 preemption status (75). `emulator` writes the workdir to a local Google Cloud Storage emulator
 (tests/gcs_emulator.py: the same client libraries as on a TPU VM, against a local server) instead of a
 local folder. Reports sigterm_to_exit_s (outside the process: signal sent to exit), commit_s (what the run
-printed: notice to committed checkpoint), the step saved, and checks that this step is committed (locally:
+printed: notice to committed checkpoint) split into finish_step_s (SIGTERM to the agreed step's log line: the
+step in flight must finish before its state exists) and save_s (the rest: the save and its commit), the step
+saved, and checks that this step is committed (locally:
 orbax's finalised steps; on the emulator: its `commit_success.txt`). Prints a table; --json writes the rows.
 """
 
@@ -42,7 +44,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 1, "Preemptions per kind (rows).")
 _TIMEOUT = flags.DEFINE_integer("timeout_s", 1800, "Give up on a run after this many seconds.")
 _JSON = flags.DEFINE_string("json", None, "Write the rows as JSON here.")
 BUCKET = "fartrack-bench"
-COLUMNS = ("config", "workdir_kind", "batch", "step", "sigterm_to_exit_s", "commit_s", "committed")
+COLUMNS = ("config", "workdir_kind", "batch", "step", "sigterm_to_exit_s", "commit_s", "finish_step_s", "save_s",
+           "committed")
 
 
 def _bucket_objects(port: int, prefix: str) -> list[str]:
@@ -71,12 +74,14 @@ def _preempt_once(workdir: str, data_root: str, env: dict) -> dict:
              "--config.run.log_every_steps=1", "--config.run.checkpoint_every_steps=100000",
              "--config.run.val_every_steps=100000", "--config.run.num_workers=0"]
   proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  lines, logged = [], threading.Event()
+  lines, logged, step_logged_at = [], threading.Event(), {}
 
   def pump():
     for line in proc.stdout:
       lines.append(line)
-      if re.search(r"\[\d+\] .*train/loss=", line):
+      found = re.search(r"\[(\d+)\] .*train/loss=", line)
+      if found:
+        step_logged_at.setdefault(int(found.group(1)), time.monotonic())
         logged.set()
 
   thread = threading.Thread(target=pump, daemon=True)
@@ -103,7 +108,12 @@ def _preempt_once(workdir: str, data_root: str, env: dict) -> dict:
   found = re.search(r"preempted at step (\d+): checkpoint committed in ([\d.]+) s", output)
   if status != distributed.PREEMPTED_EXIT_STATUS or not found:
     raise RuntimeError(f"train.py exited with {status}, not the preemption status:\n{output[-3000:]}")
-  return {"step": int(found.group(1)), "sigterm_to_exit_s": exited, "commit_s": float(found.group(2))}
+  step = int(found.group(1))
+  # The state of the agreed step exists only once that step has run: on this CPU a Tiny step takes seconds
+  # (on an accelerator, a fraction of one), so the time splits into finishing it and saving it.
+  step_s = step_logged_at[step] - sent if step in step_logged_at else float("nan")
+  return {"step": step, "sigterm_to_exit_s": exited, "commit_s": float(found.group(2)),
+          "finish_step_s": max(step_s, 0.0), "save_s": float(found.group(2)) - max(step_s, 0.0)}
 
 
 def main(argv):
