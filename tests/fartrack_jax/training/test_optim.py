@@ -117,3 +117,28 @@ def test_one_update_equals_torch_adamw_per_group_with_clipping():
     np.testing.assert_allclose(n, expected, rtol=0, atol=2e-6)  # float32 arithmetic on O(1) values
   np.testing.assert_array_equal(new["cls_token"], params["cls_token"])
   np.testing.assert_array_equal(new["pos_embed"], params["pos_embed"])
+
+
+@pytest.mark.parametrize("lr, wd", [(4e-4, 1e-4), (4e-6, 0.05)])  # stage 1's full-lr groups; stage 3
+def test_decay_rounds_the_weight_before_the_step_is_added_as_torch_does(lr, wd):
+  # torch.optim.AdamW: `param.mul_(1 - lr * wd)` (a float32 factor, the product rounded to float32), then
+  # `param.addcdiv_(...)` adds the Adam step and rounds again. Written out in numpy float32 (no fused
+  # multiply-add): for weights of magnitude 2-4 the decay is below or about one ulp, so rounding
+  # `param + decay + step` once instead lands one ulp away in about a quarter of them, every step.
+  rng = np.random.default_rng(0)
+  p = (rng.uniform(2, 4, 4096) * rng.choice([-1, 1], 4096)).astype(np.float32)
+  g = rng.standard_normal(4096).astype(np.float32)
+  tx = optim.torch_adamw(lambda count: lr, wd)
+  updates, _ = jax.jit(tx.update)(g, tx.init(p), p)
+  ours = np.asarray(jax.jit(lambda p, u: p + u)(p, updates))
+
+  factor = np.float32(1 - lr * wd)
+  decayed = p * factor  # float32 * float32: rounded to float32
+  assert decayed.dtype == np.float32
+  adam = g.astype(np.float64) / (np.abs(g.astype(np.float64)) + 1e-8)  # first step: m_hat / (sqrt(v_hat) + eps)
+  expected = decayed + np.float32(-lr) * adam.astype(np.float32)
+  assert expected.dtype == np.float32
+  ulp = np.spacing(np.abs(p))
+  assert np.max(np.abs(ours - expected) / ulp) <= 1
+  # The Adam step itself is rounded in another order (a fused multiply-add here): a rare tie may differ.
+  assert np.mean(ours != expected) < 0.01
