@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from data_pipelines import synthetic
-from data_pipelines.benchmarks import readers
+from data_pipelines.evaluation import readers
 from data_pipelines.training import synthetic_train
 from fartrack_jax import config_lib
 from fartrack_jax.evaluation import analysis

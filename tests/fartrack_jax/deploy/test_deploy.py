@@ -291,7 +291,7 @@ def test_export_model_refuses_a_checkpoint_that_does_not_fit_and_writes_nothing(
                     "full-size comparison (Tiny/Nano/Pico exports on a synthetic GOT-10k val; minutes)")
 @pytest.mark.parametrize("variant", ["tiny", "nano", "pico"])
 def test_full_size_runtime_tracker_equals_the_jax_tracker_on_a_synthetic_benchmark(variant, tmp_path):
-  from data_pipelines.benchmarks import load_dataset  # pylint: disable=g-import-not-at-top
+  from data_pipelines.evaluation import load_dataset  # pylint: disable=g-import-not-at-top
   synthetic.make_synthetic_dataset("got10k", str(tmp_path / "got10k"), num_sequences=3, num_frames=30)
   sequences = load_dataset("got10k_val", str(tmp_path / "got10k"))
   config = load_config("fartrack_sparse", f"variant={variant}")
