@@ -99,7 +99,7 @@ def _preempt_once(workdir: str, data_root: str, env: dict) -> dict:
 def main(argv):
   del argv
   from data_pipelines.training import synthetic_train  # pylint: disable=g-import-not-at-top
-  from fartrack_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.training import checkpoint_manager  # pylint: disable=g-import-not-at-top
   kinds = ["local", "emulator"] if _KIND.value == "both" else [_KIND.value]
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
@@ -121,7 +121,7 @@ def main(argv):
           print(f"{kind} #{repeat}: training {_CONFIG.value}, SIGTERM after the first logged step ...", flush=True)
           row = _preempt_once(workdir, data_root, env)
           if kind == "local":
-            row["committed"] = checkpointing.committed_steps(workdir) == [row["step"]]
+            row["committed"] = checkpoint_manager.committed_steps(workdir) == [row["step"]]
           else:
             row["committed"] = (f"run{repeat}/checkpoints/{row['step']}/commit_success.txt"
                                 in _bucket_objects(server.port, f"run{repeat}/checkpoints/"))

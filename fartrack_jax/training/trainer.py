@@ -42,7 +42,7 @@ from fartrack_jax import config_lib
 from fartrack_jax import distributed
 from fartrack_jax import model as model_lib
 from fartrack_jax import storage
-from fartrack_jax.training import checkpointing, goodput, optim, same_data, stages, steps
+from fartrack_jax.training import checkpoint_manager, goodput, optim, same_data, stages, steps
 
 logger = logging.getLogger(__name__)
 
@@ -169,13 +169,13 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
                      int(config.run.val_batches) * per_process_batch * jax.process_count())
 
   loss_fn = loss_fn or default_loss_fn(config)
-  ckpts = checkpointing.TrainCheckpoints(os.fspath(workdir_path / "checkpoints"), keep=config.run.keep_checkpoints,
+  ckpts = checkpoint_manager.TrainCheckpoints(os.fspath(workdir_path / "checkpoints"), keep=config.run.keep_checkpoints,
                                          keep_period=config.run.keep_period, async_save=async_checkpoints)
   latest = ckpts.latest_step()
   if latest is None:
     params, source = initial_params(config, int(config.seed))
   else:  # only the shapes: the values come from the checkpoint
-    checkpointing.check_same_model(ckpts.read_meta(latest), config, ckpts.directory, latest)
+    checkpoint_manager.check_same_model(ckpts.read_meta(latest), config, ckpts.directory, latest)
     net = model_lib.build_model(config, "float32")
     params = jax.eval_shape(lambda: model_lib.init_params(net, jax.random.PRNGKey(0)))
   if jax.process_index() == 0:  # after the model check: a refused resume leaves the run's config as it was
@@ -192,7 +192,7 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
     saved_by = ckpts.saved_process_count(latest)
     watch.lap("startup")
     distributed.progress(f"restoring step {latest}")
-    state, _ = ckpts.restore(latest, checkpointing.abstract_like(shapes, shardings), train_iter,
+    state, _ = ckpts.restore(latest, checkpoint_manager.abstract_like(shapes, shardings), train_iter,
                              global_batch=int(config.train.global_batch_size))
     logger.info("resumed from step %d of %s%s", latest, ckpts.directory,
                 "" if saved_by in (None, jax.process_count()) else

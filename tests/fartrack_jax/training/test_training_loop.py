@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from fartrack_jax.training import checkpointing, steps, trainer
+from fartrack_jax import checkpoints
+from fartrack_jax.training import checkpoint_manager, steps, trainer
 from tests import train_fakes
 from tests.conftest import ROOT, load_config, run_on_cpu_devices
 
@@ -36,13 +37,13 @@ def test_resume_gives_the_same_params_as_an_uninterrupted_run(tmp_path):
   # Step 5 is saved at the end of the first run; the second starts there, with the data where it stopped.
   resumed = trainer.train(_config(8), str(tmp_path / "b"), data_fn=data_fn, async_checkpoints=False)
   assert resumed.resumed_from == 5 and resumed.step == 8
-  params_a, _, step_a = checkpointing.load_train_params(str(tmp_path / "a"))
-  params_b, meta_b, step_b = checkpointing.load_train_params(str(tmp_path / "b"))
+  params_a, _, step_a = checkpoints.load_train_params(str(tmp_path / "a"))
+  params_b, meta_b, step_b = checkpoints.load_train_params(str(tmp_path / "b"))
   assert step_a == step_b == 8 and meta_b["stage"] == "fartrack"
   # Same data order, same drop-path draws, same optimizer state: identical, not merely close.
   assert _max_diff(params_a, params_b) == 0.0
   # And training changed the params (the comparison above is not between two untouched inits).
-  params_5, _, _ = checkpointing.load_train_params(str(tmp_path / "b"), step=5)
+  params_5, _, _ = checkpoints.load_train_params(str(tmp_path / "b"), step=5)
   assert _max_diff(params_5, params_b) > 0
 
 
@@ -74,7 +75,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
   data_fn = train_fakes.make_data_fn(nan_from=4 * batch)
   with pytest.raises(trainer.NonFiniteLossError, match=r"step 5: .*not finite.*last checkpoint is step 3"):
     trainer.train(config, str(tmp_path), data_fn=data_fn, async_checkpoints=False)
-  params, _, step = checkpointing.load_train_params(str(tmp_path))
+  params, _, step = checkpoints.load_train_params(str(tmp_path))
   assert step == 3
   assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(params))
 
@@ -85,7 +86,7 @@ def test_missing_pretrained_weights_fail_before_training(tmp_path):
   config.model.pretrain_file = str(tmp_path / "mae_tiny_distill_400e.pth.tar")
   with pytest.raises(FileNotFoundError, match="model.pretrain_file=.*mae_tiny_distill_400e.pth.tar"):
     trainer.train(config, str(tmp_path / "run"), data_fn=train_fakes.make_data_fn(), async_checkpoints=False)
-  assert not checkpointing.TrainCheckpoints(str(tmp_path / "run" / "checkpoints"), keep=1).all_steps()
+  assert not checkpoint_manager.TrainCheckpoints(str(tmp_path / "run" / "checkpoints"), keep=1).all_steps()
 
 
 def test_empty_pretrained_path_is_refused_unless_random_init_is_allowed(tmp_path):
@@ -111,7 +112,8 @@ _SHARDED = textwrap.dedent("""
     assert jax.device_count() == 8
     from tests import train_fakes
     from tests.fartrack_jax.training.test_training_loop import _config
-    from fartrack_jax.training import checkpointing, steps, trainer
+    from fartrack_jax import checkpoints
+    from fartrack_jax.training import steps, trainer
     mesh = steps.make_train_mesh(1)
     try:
       steps.check_global_batch(12, mesh)
@@ -130,10 +132,10 @@ _SHARDED = textwrap.dedent("""
         trainer.train(config, {tmp!r} + "/" + name, data_fn=train_fakes.make_data_fn(), async_checkpoints=False)
       finally:
         jax.devices = orig
-      params, _, _ = checkpointing.load_train_params({tmp!r} + "/" + name)
+      params, _, _ = checkpoints.load_train_params({tmp!r} + "/" + name)
       out[name] = params
     diff = lambda a, b: max(float(np.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-    moved = diff(out["one"], checkpointing.load_train_params({tmp!r} + "/one", step=3)[0])
+    moved = diff(out["one"], checkpoints.load_train_params({tmp!r} + "/one", step=3)[0])
     print(json.dumps({{"bad_batch": out["bad_batch"], "eight": diff(out["one"], out["eight"]),
                       "fsdp": diff(out["one"], out["fsdp"]), "moved": moved}}))
 """)
