@@ -95,6 +95,16 @@ def test_moved_names_keep_their_old_spelling():
                                                                    crops.clip_box)
 
 
+def test_the_distributed_package_keeps_the_names_the_entry_points_use():
+  # scripts/train.py, evaluate.py and launch_local.py, and docs/preemption_and_failures.md, spell them
+  # `distributed.<name>`; the package holds them in one module per job.
+  from fartrack_jax import distributed  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.distributed import joining, local_launcher, peers, stopping  # pylint: disable=g-import-not-at-top
+  assert (distributed.initialize_from_flags, distributed.DistributedError) == (joining.initialize_from_flags,
+                                                                               joining.DistributedError)
+  assert (distributed.run_local_job, distributed.progress) == (local_launcher.run_local_job, peers.progress)
+  assert (distributed.PREEMPTED_EXIT_STATUS, distributed.PreemptionNotice) == (75, stopping.PreemptionNotice)
+
 
 def _module_name(rel: str) -> str:
   name = rel[:-3].replace(os.sep, ".")
