@@ -13,7 +13,6 @@ printed: notice to committed checkpoint), the step saved, and checks that this s
 orbax's finalised steps; on the emulator: its `commit_success.txt`). Prints a table; --json writes the rows.
 """
 
-import json
 import os
 import re
 import signal
@@ -22,17 +21,15 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from fartrack_jax import benchmark  # pylint: disable=g-import-not-at-top,wrong-import-position
 from fartrack_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from fartrack_jax import distributed  # pylint: disable=g-import-not-at-top,wrong-import-position
+from scripts.benchmarks import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = flags.DEFINE_string("config", "configs/fartrack.py:variant=tiny", "Config and variant to train.")
 _BATCH = flags.DEFINE_integer("batch", 4, "Global batch.")
@@ -43,19 +40,6 @@ _TIMEOUT = flags.DEFINE_integer("timeout_s", 1800, "Give up on a run after this 
 _JSON = flags.DEFINE_string("json", None, "Write the rows as JSON here.")
 BUCKET = "fartrack-bench"
 COLUMNS = ("config", "workdir_kind", "batch", "step", "sigterm_to_exit_s", "commit_s", "committed")
-
-
-def _bucket_objects(port: int, prefix: str) -> list[str]:
-  names, token = [], None
-  while True:
-    query = {"prefix": prefix} | ({"pageToken": token} if token else {})
-    url = f"http://127.0.0.1:{port}/storage/v1/b/{BUCKET}/o?{urllib.parse.urlencode(query)}"
-    with urllib.request.urlopen(url, timeout=30) as response:
-      page = json.load(response)
-    names += [item["name"] for item in page.get("items", [])]
-    token = page.get("nextPageToken")
-    if not token:
-      return names
 
 
 def _preempt_once(workdir: str, data_root: str, env: dict) -> dict:
@@ -124,7 +108,7 @@ def main(argv):
             row["committed"] = checkpoint_manager.committed_steps(workdir) == [row["step"]]
           else:
             row["committed"] = (f"run{repeat}/checkpoints/{row['step']}/commit_success.txt"
-                                in _bucket_objects(server.port, f"run{repeat}/checkpoints/"))
+                                in server.objects(f"run{repeat}/checkpoints/"))
           row.update(config=_CONFIG.value, workdir_kind=kind, batch=_BATCH.value)
           print(f"{kind} #{repeat}: step {row['step']} committed {row['committed']}, SIGTERM to exit "
                 f"{row['sigterm_to_exit_s']:.1f} s (commit {row['commit_s']:.1f} s)", flush=True)
@@ -133,7 +117,7 @@ def main(argv):
         if server is not None:
           server.close()
   print()
-  benchmark.report(rows, list(COLUMNS), _JSON.value)
+  timing.report(rows, list(COLUMNS), _JSON.value)
 
 
 if __name__ == "__main__":
