@@ -15,8 +15,6 @@ import sys
 import threading
 import time
 
-import jax
-import numpy as np
 import pytest
 
 from data_pipelines.training import synthetic_train
@@ -24,7 +22,7 @@ from fartrack_jax import checkpoints
 from fartrack_jax import distributed
 from fartrack_jax.training import checkpoint_manager, goodput, trainer
 from tests import train_fakes
-from tests.conftest import ROOT, load_config
+from tests.conftest import ROOT
 from tests.test_multihost import assert_states_close, run_launched, train_args
 
 pytestmark = pytest.mark.slow
@@ -34,19 +32,7 @@ TIMEOUT_S = 1800  # a loaded 2-core machine compiled stage 3 for over 5 minutes
 
 
 def _config(max_steps):
-  config = load_config("fartrack", "smoke")
-  config.data.train.sample_per_epoch = 64
-  config.train.epoch = 4
-  config.train.lr = 1e-3
-  config.run.max_steps = max_steps
-  config.run.checkpoint_every_steps = 1000
-  config.run.val_every_steps = 1000
-  config.run.log_every_steps = 2
-  return config
-
-
-def _max_diff(a, b):
-  return max(float(np.abs(x - y).max()) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+  return train_fakes.frame_config(max_steps, checkpoint_every_steps=1000, val_every_steps=1000, log_every_steps=2)
 
 
 def test_sigterm_commits_the_next_step_and_the_relaunch_ends_as_an_uninterrupted_run(tmp_path):
@@ -78,8 +64,8 @@ def test_sigterm_commits_the_next_step_and_the_relaunch_ends_as_an_uninterrupted
   want, _, _ = checkpoints.load_train_params(str(tmp_path / "straight"))
   got, _, step = checkpoints.load_train_params(workdir)
   assert step == 8
-  assert _max_diff(want, got) <= TOL
-  assert _max_diff(checkpoints.load_train_params(workdir, step=5)[0], got) > 0  # training moved on
+  assert train_fakes.max_abs_diff(want, got) <= TOL
+  assert train_fakes.max_abs_diff(checkpoints.load_train_params(workdir, step=5)[0], got) > 0  # training moved on
 
   record = json.loads((tmp_path / "preempted" / "goodput.json").read_text())
   launches = record["launches"]
