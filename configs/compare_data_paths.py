@@ -2,7 +2,7 @@ r"""Does stage 1 learn as well from pre-cropped windows as from whole frames? Th
 
   python scripts/compare_data_paths.py [--workdir /tmp/data_paths] [--steps 300] [--seeds 0,1]
 
-`benchmarks/data_paths.py` trains this config once per data path (`run.data_path`: "frames", "precropped")
+`scripts/benchmarks/data_paths.py` trains this config once per data path (`run.data_path`: "frames", "precropped")
 and seed on synthetic GOT-10k-layout videos, the same init and example draws for both paths, and validates
 every run on held-out videos through the exact path. The two paths should end within the seeds' spread of
 each other in held-out IoU (`docs/performance.md` has the measured rows).

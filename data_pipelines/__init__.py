@@ -1,1 +1,2 @@
-"""Data for fartrack-jax: benchmark readers, synthetic benchmarks, and (later) training pipelines."""
+"""Data for fartrack-jax: evaluation-dataset readers (`evaluation`), training pipelines (`training`), the
+crops and annotation files both share, synthetic datasets."""

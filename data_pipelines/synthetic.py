@@ -1,8 +1,8 @@
-"""Tiny synthetic evaluation benchmarks in the real benchmarks' on-disk layouts.
+"""Tiny synthetic evaluation datasets in the real ones' on-disk layouts.
 
 `make_synthetic_dataset(layout, root)` writes a few short videos of one textured rectangle moving smoothly
 (with a slight scale change) over a noisy gradient, as JPEG frames (quality 90), with the annotation files
-the benchmark ships, so that `data_pipelines.benchmarks.load_dataset` and everything downstream (tracker
+the benchmark ships, so that `data_pipelines.evaluation.load_dataset` and everything downstream (tracker
 loop, result files, scoring) can run end to end without the real data.
 
 Layouts (the benchmark names `load_dataset` reads them as) and the sequences each makes:
@@ -38,9 +38,9 @@ import string
 import cv2
 import numpy as np
 
-from data_pipelines.benchmarks import readers
-from data_pipelines.benchmarks.annotation_files import format_boxes
-from data_pipelines.benchmarks.annotation_files import write_text_atomic
+from data_pipelines.evaluation import readers
+from data_pipelines.annotation_files import format_boxes
+from data_pipelines.annotation_files import write_text_atomic
 
 LAYOUTS = ("got10k", "lasot", "lasot_ext", "trackingnet", "nfs", "uav123", "otb")
 FULL_GT_DIR = "_synthetic_full_gt"

@@ -1,4 +1,6 @@
-"""Params checkpoints (orbax): what the converter writes and the tracker, evaluator and trainer read."""
+"""Checkpoint files (orbax), outside a training run: params checkpoints (what the converter and the depth variants
+write and the tracker, evaluator and trainer read), and the params or whole state of a training checkpoint read
+without its run. (Saving and resuming a run's checkpoints: `training/checkpoint_manager.py`.)"""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import orbax.checkpoint as ocp
 from fartrack_jax import model as model_lib
 from fartrack_jax import storage
 
-# The items of a training checkpoint (`training/checkpointing.TrainCheckpoints` writes them).
+# The items of a training checkpoint (`training/checkpoint_manager.TrainCheckpoints` writes them).
 TRAIN_ITEMS = ("state", "data", "meta")
 
 

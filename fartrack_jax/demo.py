@@ -112,7 +112,7 @@ def evaluate_on_synthetic(config, params, workdir: str, seed: int = 0, labels=("
   """Generates a small synthetic GOT-10k (val) set, tracks it in batches and scores it; the results of
   tracker `name` go to `<workdir>/results/got10k_val/<name>`."""
   from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
-  from data_pipelines.benchmarks import readers  # pylint: disable=g-import-not-at-top
+  from data_pipelines.evaluation import readers  # pylint: disable=g-import-not-at-top
   from fartrack_jax.evaluation import analysis  # pylint: disable=g-import-not-at-top
   from fartrack_jax.tracking import evaluate  # pylint: disable=g-import-not-at-top
   data_root = os.path.join(workdir, "data", "got10k")

@@ -4,7 +4,7 @@
      videos in the GOT-10k training layout, and a GOT-10k val split of other videos for tracking;
   2. stage 1, frame-level pretraining (`config.stage1`);
   3. stage 2, self-distillation from stage 1's checkpoint (`config.distill`);
-  4. export of the shallower variant (the smoke model has 2 layers; its "Pico" is the first layer);
+  4. the shallower depth variant (the smoke model has 2 layers; its "Pico" is the first layer);
   5. stage 3, sparse clip training from the distilled model (`config.sparse`);
   6. tracking the held-out val videos with the stage-3 model, scoring it and the first-box baseline with the
      GOT-10k protocol, the learning curves of the three stages and a video of one tracked sequence.
@@ -32,15 +32,15 @@ import time
 import numpy as np
 
 from data_pipelines import synthetic
-from data_pipelines.benchmarks import readers
+from data_pipelines.evaluation import readers
 from data_pipelines.training import synthetic_train
+from fartrack_jax import checkpoints
 from fartrack_jax import config_lib
 from fartrack_jax.evaluation import analysis
 from fartrack_jax.tracking import evaluate
 from fartrack_jax.tracking import video
-from fartrack_jax.training import checkpointing
 from fartrack_jax.training import curves
-from fartrack_jax.training import export
+from fartrack_jax.training import depth_variants
 from fartrack_jax.training import trainer
 
 
@@ -167,7 +167,7 @@ def run_recipe(config, workdir: str, seed: int = 0, log=_say) -> dict:
 
   shallow_dir = os.path.join(workdir, "export_depth1")
   if not os.path.isdir(shallow_dir):
-    export.export_variant(distill_dir, distill_config, 1, shallow_dir)
+    depth_variants.save_variant(distill_dir, distill_config, 1, shallow_dir)
   log(f"[recipe 4/6] exported the first layer of the distilled model (the smoke model's Pico): {shallow_dir}")
 
   sparse_dir = os.path.join(workdir, "stage3_sparse")
@@ -178,7 +178,7 @@ def run_recipe(config, workdir: str, seed: int = 0, log=_say) -> dict:
       f"val loss {result.val_metrics['loss']:.3f}, val IoU {result.val_metrics['iou']:.3f} "
       f"({minutes():.1f} min)")
 
-  params, _, _ = checkpointing.load_train_params(sparse_dir)
+  params, _, _ = checkpoints.load_train_params(sparse_dir)
   log(f"[recipe 6/6] tracking the {config.val_videos} held-out val videos with the stage-3 model")
   scores, sequences, results_dir = track_and_score(sparse_config, params, val_root,
                                                    os.path.join(workdir, "results", "got10k_val"), log)

@@ -323,7 +323,7 @@ def compare(config, roots: dict, cache_dir: str, tfds_dir: str, count: int) -> d
 
 def main(argv):
   del argv
-  from benchmarks import timing  # pylint: disable=g-import-not-at-top
+  from scripts.benchmarks import timing  # pylint: disable=g-import-not-at-top
   smoke = _VARIANT.value == "smoke"
   num_frames = _NUM_FRAMES.value or (40 if smoke else 100)
   size = _frame_size(_FRAME_SIZE.value or ("160x120" if smoke else "1280x720"))

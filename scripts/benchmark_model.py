@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
-from benchmarks import timing
 from fartrack_jax import cli
+from scripts.benchmarks import timing
 
 _STAGE = flags.DEFINE_enum("stage", "fartrack_sparse", ["fartrack", "fartrack_distill", "fartrack_sparse"],
                            "Which stage's network to time (the tracker runs fartrack_sparse).")

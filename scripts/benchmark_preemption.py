@@ -15,7 +15,6 @@ saved, and checks that this step is committed (locally:
 orbax's finalised steps; on the emulator: its `commit_success.txt`). Prints a table; --json writes the rows.
 """
 
-import json
 import os
 import re
 import signal
@@ -24,17 +23,15 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from benchmarks import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from fartrack_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from fartrack_jax import distributed  # pylint: disable=g-import-not-at-top,wrong-import-position
+from scripts.benchmarks import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = flags.DEFINE_string("config", "configs/fartrack.py:variant=tiny", "Config and variant to train.")
 _BATCH = flags.DEFINE_integer("batch", 4, "Global batch.")
@@ -46,19 +43,6 @@ _JSON = flags.DEFINE_string("json", None, "Write the rows as JSON here.")
 BUCKET = "fartrack-bench"
 COLUMNS = ("config", "workdir_kind", "batch", "step", "sigterm_to_exit_s", "commit_s", "finish_step_s", "save_s",
            "committed")
-
-
-def _bucket_objects(port: int, prefix: str) -> list[str]:
-  names, token = [], None
-  while True:
-    query = {"prefix": prefix} | ({"pageToken": token} if token else {})
-    url = f"http://127.0.0.1:{port}/storage/v1/b/{BUCKET}/o?{urllib.parse.urlencode(query)}"
-    with urllib.request.urlopen(url, timeout=30) as response:
-      page = json.load(response)
-    names += [item["name"] for item in page.get("items", [])]
-    token = page.get("nextPageToken")
-    if not token:
-      return names
 
 
 def _preempt_once(workdir: str, data_root: str, env: dict) -> dict:
@@ -119,7 +103,7 @@ def _preempt_once(workdir: str, data_root: str, env: dict) -> dict:
 def main(argv):
   del argv
   from data_pipelines.training import synthetic_train  # pylint: disable=g-import-not-at-top
-  from fartrack_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.training import checkpoint_manager  # pylint: disable=g-import-not-at-top
   kinds = ["local", "emulator"] if _KIND.value == "both" else [_KIND.value]
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
@@ -141,10 +125,10 @@ def main(argv):
           print(f"{kind} #{repeat}: training {_CONFIG.value}, SIGTERM after the first logged step ...", flush=True)
           row = _preempt_once(workdir, data_root, env)
           if kind == "local":
-            row["committed"] = checkpointing.committed_steps(workdir) == [row["step"]]
+            row["committed"] = checkpoint_manager.committed_steps(workdir) == [row["step"]]
           else:
             row["committed"] = (f"run{repeat}/checkpoints/{row['step']}/commit_success.txt"
-                                in _bucket_objects(server.port, f"run{repeat}/checkpoints/"))
+                                in server.objects(f"run{repeat}/checkpoints/"))
           row.update(config=_CONFIG.value, workdir_kind=kind, batch=_BATCH.value)
           print(f"{kind} #{repeat}: step {row['step']} committed {row['committed']}, SIGTERM to exit "
                 f"{row['sigterm_to_exit_s']:.1f} s (commit {row['commit_s']:.1f} s)", flush=True)

@@ -13,14 +13,14 @@ folder, and every throughput row reads them. Per variant, on random weights, flo
   - frame: a whole tracked frame at batch 1 in one thread: JPEG decode, two OpenCV crops, the step, the box
     mapped back;
   - throughput: frames/s of `track_sequences` (pipelined, --threads host threads; the first of the list)
-    and of `track_sequences_serial` (the one-thread loop, `benchmarks/serial_tracking.py`) over
+    and of `track_sequences_serial` (the one-thread loop, `scripts/benchmarks/serial_tracking.py`) over
     `--num-sequences` sequences for each batch size in --batches, compile excluded, the two alternating
     `--repeats` times (median). At batch 1,
     `of_step_rate` is frames/s over the step's own rate (1000 / step median ms). `device_idle_ms` is the
     median host time between a step's result and the next dispatch: the device waits at least that long
     per step.
 --host-only: the host path alone (decode, crops, box mapping), the network replaced by an instant stand-in
-(`benchmarks/serial_tracking.StandInTracker`), for each batch and each thread count in --threads (rows
+(`scripts/benchmarks/serial_tracking.StandInTracker`), for each batch and each thread count in --threads (rows
 `{"mode": "host", "threads", "frames_per_s"}`; `threads` counts the pool, the calling thread cuts crops
 besides), plus the one-thread loop (`"mode": "host serial"`).
 `frames_per_cpu_s` divides the frames by the process's CPU time (all threads): the rate one core sustains,
@@ -38,8 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
-from benchmarks import timing
 from fartrack_jax import cli
+from scripts.benchmarks import timing
 
 _VARIANTS = flags.DEFINE_list("variants", ["tiny", "nano", "pico"], "Variants of configs/fartrack_sparse.py.")
 _BATCHES = flags.DEFINE_list("batches", ["1", "2", "4"], "Batch sizes (sequences at once) for throughput.")
@@ -100,7 +100,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from fartrack_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  from benchmarks import serial_tracking  # pylint: disable=g-import-not-at-top
+  from scripts.benchmarks import serial_tracking  # pylint: disable=g-import-not-at-top
   from data_pipelines import crops as crop_lib  # pylint: disable=g-import-not-at-top
   from fartrack_jax.tracking import loop, tracker as trk  # pylint: disable=g-import-not-at-top
   try:

@@ -15,7 +15,7 @@ bytes; on CPU the process's max RSS; either includes the rows run before in the 
 Stage-3 entries (fartrack_sparse) give one row per --clip-lengths value. Prints a table; --json writes a list of rows
 {"config", "variant", "stage", "batch", "dtype", "device", "num_devices", "compile_s", "median_ms",
 "min_ms", "samples_per_s", "flops_per_step", "achieved_tflops", "peak_fraction", "peak_memory_mb", ...}.
-Details: benchmarks/training.py.
+Details: scripts/benchmarks/training.py.
 
 --trainer_overhead: instead, per row, the mean ms per step of `trainer.train` (NaN guard, metrics, progress,
 preemption checks, goodput; fed one repeated host batch, no input pipeline) against a bare loop of the
@@ -54,8 +54,8 @@ _OVERHEAD = flags.DEFINE_bool("trainer_overhead", False, "Time the training loop
 
 def main(argv):
   del argv
-  from benchmarks import timing as benchmark  # pylint: disable=g-import-not-at-top
-  from benchmarks import training as train_benchmark  # pylint: disable=g-import-not-at-top
+  from scripts.benchmarks import timing as benchmark  # pylint: disable=g-import-not-at-top
+  from scripts.benchmarks import training as train_benchmark  # pylint: disable=g-import-not-at-top
   try:
     clip_lengths = [int(n) for n in _CLIP_LENGTHS.value]
   except ValueError:

@@ -5,7 +5,7 @@ r"""Learning comparison of the stage 1/2 data paths: whole frames (exact) agains
 Trains the smoke stage 1 in a learnable setting once per data path and seed (same init, same example draws)
 on synthetic videos and validates every run on held-out synthetic videos through the exact path; prints a
 row per run (held-out IoU and loss, last training loss and IoU) and the mean held-out IoU per data path.
-The runs' config: `configs/compare_data_paths.py`; the comparison: `benchmarks/data_paths.py`. About
+The runs' config: `configs/compare_data_paths.py`; the comparison: `scripts/benchmarks/data_paths.py`. About
 2 x steps x seeds smoke steps on a CPU.
 """
 
@@ -31,8 +31,8 @@ _DATA_PATHS = flags.DEFINE_list("data_paths", ["frames", "precropped"], "Data pa
 
 def main(argv):
   del argv
-  from benchmarks import data_paths  # pylint: disable=g-import-not-at-top
-  from benchmarks import timing  # pylint: disable=g-import-not-at-top
+  from scripts.benchmarks import data_paths  # pylint: disable=g-import-not-at-top
+  from scripts.benchmarks import timing  # pylint: disable=g-import-not-at-top
   if _STEPS.value < 1:
     raise SystemExit(f"error: --steps={_STEPS.value} must be >= 1")
   rows = data_paths.compare_data_paths(_WORKDIR.value, _STEPS.value, [int(s) for s in _SEEDS.value],

@@ -57,7 +57,7 @@ def main(argv):
   except distributed.DistributedError as e:
     raise SystemExit(f"error: {e}") from None
   import jax  # pylint: disable=g-import-not-at-top
-  from data_pipelines.benchmarks import readers  # pylint: disable=g-import-not-at-top
+  from data_pipelines.evaluation import readers  # pylint: disable=g-import-not-at-top
   from fartrack_jax.tracking import evaluate  # pylint: disable=g-import-not-at-top
   config = config_lib.validate_config(_CONFIG.value)
   try:

@@ -32,9 +32,9 @@ def main(argv):
                       ("--depth", _DEPTH.value), ("--output", _OUTPUT.value)):
     if value is None:
       raise SystemExit(f"{name} is required (see --help)")
-  from fartrack_jax.training import export  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.training import depth_variants  # pylint: disable=g-import-not-at-top
   try:
-    meta = export.export_variant(_CHECKPOINT.value, _CONFIG.value, _DEPTH.value, _OUTPUT.value)
+    meta = depth_variants.save_variant(_CHECKPOINT.value, _CONFIG.value, _DEPTH.value, _OUTPUT.value)
   except (ValueError, FileNotFoundError, FileExistsError) as e:
     raise SystemExit(f"error: {e}") from None
   print(f"wrote {_OUTPUT.value}: stage {meta['stage']}, depth {meta['depth']} "

@@ -4,7 +4,7 @@ r"""Writes a tiny synthetic evaluation benchmark in a real benchmark's on-disk l
       [--num-sequences 3] [--num-frames 20] [--size 160x120] [--seed 0]
 
 --layout is one of got10k, lasot, lasot_ext, trackingnet, nfs, uav123, otb. The root then reads with
-`data_pipelines.benchmarks.load_dataset` (got10k gives got10k_val and got10k_test); see
+`data_pipelines.evaluation.load_dataset` (got10k gives got10k_val and got10k_test); see
 `data_pipelines/synthetic.py` for what is written.
 """
 

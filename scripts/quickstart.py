@@ -63,7 +63,7 @@ def main(argv):
           f"{out['recipe']['baseline']['AO']:.1f} %)")
   if _JSON.value:
     import json  # pylint: disable=g-import-not-at-top
-    from data_pipelines.benchmarks import annotation_files  # pylint: disable=g-import-not-at-top
+    from data_pipelines import annotation_files  # pylint: disable=g-import-not-at-top
     annotation_files.write_text_atomic(_JSON.value, json.dumps(out, indent=2, default=float) + "\n")
 
 

@@ -66,9 +66,9 @@ class _QuietLibraries(py_logging.Filter):
 def _latest_checkpoint_note(workdir: str) -> str:
   """Where a relaunch resumes: the latest committed checkpoint (a step folder on a bucket that lacks orbax's
   commit marker is not one)."""
-  from fartrack_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.training import checkpoint_manager  # pylint: disable=g-import-not-at-top
   try:
-    steps = checkpointing.committed_steps(workdir)
+    steps = checkpoint_manager.committed_steps(workdir)
   except Exception:  # pylint: disable=broad-except
     return ""
   return f" from step {max(steps)}, the latest committed checkpoint" if steps else " from the start (no " \
@@ -117,7 +117,7 @@ def main(argv):
     logging.get_absl_logger().addHandler(file_handler)
   from data_pipelines.training import datasets  # pylint: disable=g-import-not-at-top
   from fartrack_jax import convert  # pylint: disable=g-import-not-at-top
-  from fartrack_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.training import checkpoint_manager  # pylint: disable=g-import-not-at-top
   try:
     result = trainer.train(config, _WORKDIR.value, started_at=_STARTED_AT)
   except trainer.Preempted as e:
@@ -127,7 +127,7 @@ def main(argv):
       print(e.goodput_line, flush=True)
     sys.exit(distributed.PREEMPTED_EXIT_STATUS)
   except (datasets.DatasetError, convert.ConversionError, FileNotFoundError, trainer.NonFiniteLossError,
-          storage.StorageError, checkpointing.ModelMismatchError) as e:
+          storage.StorageError, checkpoint_manager.ModelMismatchError) as e:
     if jax.process_count() == 1:
       raise SystemExit(f"error: {e}") from None
     distributed.exit_with_failure(str(e))

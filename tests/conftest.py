@@ -7,11 +7,14 @@ several processes or a storage server, and the 8-device subprocess runs. `python
 runs both.
 """
 
+import atexit
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import jax
 import numpy as np
@@ -20,6 +23,38 @@ from fartrack_jax import model as model_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+
+# On CPU with tiny configs, compiling is most of a test's time, and many tests compile a program another one
+# already compiled (the step of a resumed run, the init of the same model, the tracker of the same config).
+# JAX's persistent compilation cache, in a folder of this session's (fresh each run, removed at exit), serves
+# those from disk. A user's own JAX_COMPILATION_CACHE_DIR is used instead.
+_CACHE = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+if not _CACHE:
+  _CACHE = tempfile.mkdtemp(prefix="fartrack-tests-xla-cache-")
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def pytest_configure(config):
+  """The fast tier (`-m "not slow"`) also
+    * hands the compilation cache to the processes its tests start (the scripts, a quick start run twice,
+      8-device subprocesses). Not in the slow tier: there processes of one job would find the cache
+      unevenly (each compiles for its own devices) and one could reach the first collective long before
+      the other, past gloo's 30 s rendezvous on a loaded machine;
+    * compiles with XLA:CPU's backend optimisations off: its programs are compiled once and run for a few
+      steps on tiny shapes, so LLVM's optimisation time is most of their cost (the fartrack training-parity
+      replay: 40 CPU s at the default level, 24 without). The full run (CI) keeps the default, so every test
+      also runs on the code as users compile it. An XLA_FLAGS that already sets the level is kept.
+  Runs before any test module is imported, hence before JAX starts its backend, which reads XLA_FLAGS once;
+  the processes the tests start inherit both."""
+  if "not slow" not in (config.option.markexpr or ""):
+    return
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_backend_optimization_level" not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
 
 
 def load_config(stage: str, arg: str = "variant=smoke"):

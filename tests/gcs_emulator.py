@@ -40,6 +40,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 
 
 def _free_port() -> int:
@@ -249,7 +251,7 @@ class GcsEmulator:
                           "bin", "fake-gcs-server-linux-amd64")
     if not os.access(binary, os.X_OK):
       os.chmod(binary, 0o755)
-    self.port = _free_port()
+    self.port, self.bucket = _free_port(), bucket
     data = os.path.join(folder, "gcs_seed")
     os.makedirs(os.path.join(data, bucket), exist_ok=True)
     # Upload URLs it hands out (resumable uploads) must also go through the proxy, as on GCS.
@@ -277,6 +279,21 @@ class GcsEmulator:
     with self._lock:
       return {name: self._counts[name] for name in CLIENTS}
 
+  def objects(self, prefix: str) -> list[str]:
+    """Object names under `prefix`, read from the server's JSON API directly (not through a client under
+    test, nor through TensorFlow in this process, whose calls would hold the GIL the proxy needs)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    names, token = [], None
+    while True:
+      query = {"prefix": prefix} | ({"pageToken": token} if token else {})
+      url = f"http://127.0.0.1:{self.port}/storage/v1/b/{self.bucket}/o?{urllib.parse.urlencode(query)}"
+      with opener.open(url, timeout=30) as response:
+        page = json.load(response)
+      names += [item["name"] for item in page.get("items", [])]
+      token = page.get("nextPageToken")
+      if not token:
+        return names
+
   def close(self):
     self.proxy.close()
     for relay in self.relays.values():
@@ -291,7 +308,6 @@ class GcsEmulator:
 def requests_from_env(env) -> dict[str, int]:
   """The request counts of the emulator whose `env` is given, asked over HTTP (from another process)."""
   url = env["CLOUD_STORAGE_EMULATOR_ENDPOINT"] + COUNTS_PATH
-  import urllib.request  # pylint: disable=g-import-not-at-top
   opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
   with opener.open(url, timeout=30) as response:
     counts = json.load(response)

@@ -36,14 +36,6 @@ def gcs(tmp_path_factory):
   server.close()
 
 
-def _objects(server, prefix):
-  """Object names under `prefix`, from the server's JSON API directly (not through a client under test)."""
-  url = (f"http://127.0.0.1:{server.port}/storage/v1/b/{BUCKET}/o?"
-         f"{urllib.parse.urlencode({'prefix': prefix, 'maxResults': 1000})}")
-  with urllib.request.urlopen(url, timeout=30) as response:
-    return [item["name"] for item in json.load(response).get("items", [])]
-
-
 def _read_object(server, name) -> bytes:
   url = f"http://127.0.0.1:{server.port}/storage/v1/b/{BUCKET}/o/{urllib.parse.quote(name, safe='')}?alt=media"
   with urllib.request.urlopen(url, timeout=30) as response:
@@ -96,7 +88,7 @@ def test_pack_train_three_stages_export_evaluate_and_analyse_on_a_bucket(gcs, tm
                f"--format={fmt}", "--config=configs/fartrack.py:variant=smoke",
                f"--scratch_dir={tmp_path / 'scratch'}")
     assert "SYNTHETIC: 3 sequences, 72 frames" in log, log
-  names = _objects(gcs, "tfds/")
+  names = gcs.objects("tfds/")
   for builder in ("tracking_frames", "tracking_crops"):
     folder = f"tfds/{builder}/synthetic/1.0.0/"
     assert {folder + "dataset_info.json", folder + "sequences.npz"} <= set(names), names
@@ -129,7 +121,7 @@ def test_pack_train_three_stages_export_evaluate_and_analyse_on_a_bucket(gcs, tm
                                f"--config.model.pretrain_pth={B}/export_depth1"), processes=2)
   assert "[0] done: step 2" in log, log[-3000:]
   for stage in ("stage1", "stage2", "stage3"):
-    names = _objects(gcs, f"runs/{stage}/")
+    names = gcs.objects(f"runs/{stage}/")
     assert f"runs/{stage}/train_log.txt" in names, names
     assert f"runs/{stage}/checkpoints/2/data/process_1-of-2.json" in names, names
   # The last lines reach the bucket copy when the run ends: the final validation, then the goodput totals,
@@ -149,7 +141,7 @@ def test_pack_train_three_stages_export_evaluate_and_analyse_on_a_bucket(gcs, tm
   scores = json.loads(_read_object(gcs, "results/scores.json"))
   assert set(scores["fartrack"]) == {"AO", "SR50", "SR75"} and np.isfinite(scores["fartrack"]["AO"]), scores
   assert json.loads(_read_object(gcs, "results/run.json"))["processes"] == 2
-  assert "results/plots/success_plot.png" in _objects(gcs, "results/plots/")
+  assert "results/plots/success_plot.png" in gcs.objects("results/plots/")
 
   counts = gcs.requests()
   assert all(n > 0 for n in counts.values()), counts

@@ -22,7 +22,7 @@ from fartrack_jax import checkpoints
 from fartrack_jax import convert
 from fartrack_jax import distributed
 from fartrack_jax.tracking import evaluate
-from fartrack_jax.training import checkpointing
+from fartrack_jax.training import checkpoint_manager
 from tests.conftest import ROOT, init, load_config
 
 TOL = 1e-5
@@ -97,14 +97,14 @@ def test_two_processes_equal_one_and_restart_on_other_topologies(tmp_path, data_
   assert [f for f in data_files if f.endswith(".json")] == ["process_0-of-2.json", "process_1-of-2.json"]
   assert os.path.isfile(os.path.join(shared, "config.json"))
   for step in (2,):
-    got, _, _ = checkpointing.load_train_state(shared, step)
-    want, _, _ = checkpointing.load_train_state(reference, step)
+    got, _, _ = checkpoints.load_train_state(shared, step)
+    want, _, _ = checkpoints.load_train_state(reference, step)
     assert_states_close(got, want, f"2x4 (fsdp 8) vs 1x8, step {step}")
 
   log = run_single(train_args("fartrack", shared, data_root, 4, *batch), 8)
   assert "resumed from step 2" in log and "saved by 2 processes, now 1" in log, log[-3000:]
-  got, _, _ = checkpointing.load_train_state(shared, 4)
-  want, _, _ = checkpointing.load_train_state(reference, 4)
+  got, _, _ = checkpoints.load_train_state(shared, 4)
+  want, _, _ = checkpoints.load_train_state(reference, 4)
   assert_states_close(got, want, "2x4 fsdp 8 -> 1x8 fsdp 1, step 4")
 
   narrow = str(tmp_path / "one_by_two")
@@ -112,7 +112,7 @@ def test_two_processes_equal_one_and_restart_on_other_topologies(tmp_path, data_
   shutil.rmtree(os.path.join(narrow, "checkpoints", "4"))
   log = run_single(train_args("fartrack", narrow, data_root, 4, *batch, "--config.run.fsdp=2"), 2)
   assert "resumed from step 2" in log
-  got, _, _ = checkpointing.load_train_state(narrow, 4)
+  got, _, _ = checkpoints.load_train_state(narrow, 4)
   assert_states_close(got, want, "1x8 -> 1x2 fsdp 2, step 4")
 
 
@@ -131,7 +131,7 @@ def test_processes_read_disjoint_examples_and_continue_on_another_count(workers)
   def batches(count, index, skip=0):
     it = iter(pipeline.example_dataset(_example, global_batch // count, index, count, num_workers=workers))
     if skip:
-      it.set_state(checkpointing.seek_batches(it.get_state(), skip))
+      it.set_state(checkpoint_manager.seek_batches(it.get_state(), skip))
     out = [next(it)["index"] for _ in range(2)]
     if hasattr(it, "close"):
       it.close()
@@ -191,7 +191,7 @@ def test_killed_process_stops_the_others_and_the_launch_resumes(tmp_path, data_r
   assert len(errors) == 1 and "process 1 has been silent" in errors[0], stderr[-3000:]
   assert stopped_after < heartbeat_s, stopped_after
 
-  finished = checkpointing.TrainCheckpoints(checkpoints_dir, keep=10)
+  finished = checkpoint_manager.TrainCheckpoints(checkpoints_dir, keep=10)
   latest = finished.latest_step()
   finished.close()
   assert latest is not None and latest % 2 == 0
@@ -252,8 +252,8 @@ def test_stage3_two_processes_equal_one(tmp_path, data_root):
   run_single(train_args("fartrack_sparse", reference, data_root, 2, *more), 8)
   log = run_launched(train_args("fartrack_sparse", shared, data_root, 2, *more), 2, 4)
   assert "[1] done: step 2" in log
-  got, _, _ = checkpointing.load_train_state(shared, 2)
-  want, _, _ = checkpointing.load_train_state(reference, 2)
+  got, _, _ = checkpoints.load_train_state(shared, 2)
+  want, _, _ = checkpoints.load_train_state(reference, 2)
   assert_states_close(got, want, "stage 3, 2x4 vs 1x8, step 2")
 
 

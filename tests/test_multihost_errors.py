@@ -11,7 +11,7 @@ import pytest
 
 from fartrack_jax import distributed
 from fartrack_jax import storage
-from fartrack_jax.training import checkpointing, trainer
+from fartrack_jax.training import checkpoint_manager, trainer
 from tests import train_fakes
 from tests.conftest import ROOT, load_config
 
@@ -95,7 +95,7 @@ def test_resume_with_another_model_is_refused_by_name(tmp_path):
   trainer.train(config, workdir, data_fn=train_fakes.make_data_fn(), async_checkpoints=False)
   config.model.embed_dim = 36
   config.run.max_steps = 2
-  with pytest.raises(checkpointing.ModelMismatchError, match=r"model.embed_dim: checkpoint 48, config 36"):
+  with pytest.raises(checkpoint_manager.ModelMismatchError, match=r"model.embed_dim: checkpoint 48, config 36"):
     trainer.train(config, workdir, data_fn=train_fakes.make_data_fn(), async_checkpoints=False)
 
 

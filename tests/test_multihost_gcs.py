@@ -4,12 +4,9 @@ orbax; see tests/gcs_emulator.py for how): 2 processes train, a second launch re
 evaluated from the bucket into result files on the bucket, and a bucket that does not exist fails before the
 first step."""
 
-import json
 import os
 import subprocess
 import sys
-import urllib.parse
-import urllib.request
 
 import pytest
 
@@ -29,21 +26,6 @@ def gcs(tmp_path_factory):
   server = gcs_emulator.GcsEmulator(str(tmp_path_factory.mktemp("gcs")), BUCKET)
   yield server
   server.close()
-
-
-def _objects(server, prefix):
-  """Object names under `prefix`, read from the server's JSON API directly (not through the clients under
-  test; and not through TensorFlow in this process, whose calls would hold the GIL the proxy needs)."""
-  names, token = [], None
-  while True:
-    query = {"prefix": prefix} | ({"pageToken": token} if token else {})
-    url = f"http://127.0.0.1:{server.port}/storage/v1/b/{BUCKET}/o?{urllib.parse.urlencode(query)}"
-    with urllib.request.urlopen(url, timeout=30) as response:
-      page = json.load(response)
-    names += [item["name"] for item in page.get("items", [])]
-    token = page.get("nextPageToken")
-    if not token:
-      return names
 
 
 def _launch(server, processes, devices, *command):
@@ -68,7 +50,7 @@ def test_two_processes_train_resume_and_evaluate_on_a_bucket(gcs, tmp_path):
   workdir = f"gs://{BUCKET}/runs/stage3"
   log = _launch(gcs, 2, 2, *_train(workdir, data_root, 2))
   assert "[0] done: step 2" in log and "[1] done: step 2" in log
-  names = _objects(gcs, "runs/stage3/")
+  names = gcs.objects("runs/stage3/")
   assert "runs/stage3/config.json" in names
   events = [n for n in names if "events.out.tfevents" in n]
   assert len(events) == 1, events  # process 0 alone writes the shared files
@@ -87,7 +69,7 @@ def test_two_processes_train_resume_and_evaluate_on_a_bucket(gcs, tmp_path):
   log = _launch(gcs, 2, 1, os.path.join(ROOT, "scripts", "evaluate.py"), "--config",
                 os.path.join(ROOT, "configs", "fartrack_sparse.py") + ":variant=smoke", "--checkpoint", workdir,
                 "--dataset", "got10k_val", "--data-root", bench, "--results-dir", results)
-  names = [n for n in _objects(gcs, "results/got10k_val/") if n.endswith(".txt")]
+  names = [n for n in gcs.objects("results/got10k_val/") if n.endswith(".txt")]
   sequences = sorted(name for name in os.listdir(os.path.join(bench, "val")) if not name.endswith(".txt"))
   assert sorted(names) == sorted([f"results/got10k_val/{name}.txt" for name in sequences]
                                  + [f"results/got10k_val/{name}_time.txt" for name in sequences]), names

@@ -15,15 +15,14 @@ import sys
 import threading
 import time
 
-import jax
-import numpy as np
 import pytest
 
 from data_pipelines.training import synthetic_train
+from fartrack_jax import checkpoints
 from fartrack_jax import distributed
-from fartrack_jax.training import checkpointing, goodput, trainer
+from fartrack_jax.training import checkpoint_manager, goodput, trainer
 from tests import train_fakes
-from tests.conftest import ROOT, load_config
+from tests.conftest import ROOT
 from tests.test_multihost import assert_states_close, run_launched, train_args
 
 pytestmark = pytest.mark.slow
@@ -33,19 +32,7 @@ TIMEOUT_S = 1800  # a loaded 2-core machine compiled stage 3 for over 5 minutes
 
 
 def _config(max_steps):
-  config = load_config("fartrack", "smoke")
-  config.data.train.sample_per_epoch = 64
-  config.train.epoch = 4
-  config.train.lr = 1e-3
-  config.run.max_steps = max_steps
-  config.run.checkpoint_every_steps = 1000
-  config.run.val_every_steps = 1000
-  config.run.log_every_steps = 2
-  return config
-
-
-def _max_diff(a, b):
-  return max(float(np.abs(x - y).max()) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+  return train_fakes.frame_config(max_steps, checkpoint_every_steps=1000, val_every_steps=1000, log_every_steps=2)
 
 
 def test_sigterm_commits_the_next_step_and_the_relaunch_ends_as_an_uninterrupted_run(tmp_path):
@@ -67,18 +54,18 @@ def test_sigterm_commits_the_next_step_and_the_relaunch_ends_as_an_uninterrupted
   first_wall = time.time() - started
   assert preempted.value.step == 5, str(preempted.value)
   assert "preempted at step 5: checkpoint committed in" in str(preempted.value)
-  assert checkpointing.committed_steps(workdir) == [5]
+  assert checkpoint_manager.committed_steps(workdir) == [5]
   assert preempted.value.goodput_line.startswith("goodput ")
 
   started = time.time()
   resumed = trainer.train(_config(8), workdir, data_fn=data_fn, started_at=started)
   second_wall = time.time() - started
   assert resumed.resumed_from == 5 and resumed.step == 8
-  want, _, _ = checkpointing.load_train_params(str(tmp_path / "straight"))
-  got, _, step = checkpointing.load_train_params(workdir)
+  want, _, _ = checkpoints.load_train_params(str(tmp_path / "straight"))
+  got, _, step = checkpoints.load_train_params(workdir)
   assert step == 8
-  assert _max_diff(want, got) <= TOL
-  assert _max_diff(checkpointing.load_train_params(workdir, step=5)[0], got) > 0  # training moved on
+  assert train_fakes.max_abs_diff(want, got) <= TOL
+  assert train_fakes.max_abs_diff(checkpoints.load_train_params(workdir, step=5)[0], got) > 0  # training moved on
 
   record = json.loads((tmp_path / "preempted" / "goodput.json").read_text())
   launches = record["launches"]
@@ -157,12 +144,12 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_the_relaunch
   assert len(steps_said) == 1, steps_said
   step = steps_said.pop()
   assert signal_after < step < max_steps
-  assert checkpointing.committed_steps(workdir) == [step]
+  assert checkpoint_manager.committed_steps(workdir) == [step]
 
   log = run_launched(train_args(stage, workdir, data_root, max_steps, *more), 2, 4)
   assert f"resumed from step {step} " in log and f"[1] done: step {max_steps}" in log, log[-3000:]
-  got, _, _ = checkpointing.load_train_state(workdir, max_steps)
-  want, _, _ = checkpointing.load_train_state(reference, max_steps)
+  got, _, _ = checkpoints.load_train_state(workdir, max_steps)
+  want, _, _ = checkpoints.load_train_state(reference, max_steps)
   assert_states_close(got, want, f"{stage}: preempted at {step} and resumed vs uninterrupted", tol=TOL)
 
 
@@ -190,4 +177,4 @@ def test_the_launcher_passes_the_preemption_status_on(tmp_path, data_root):
   log = "".join(lines)
   assert launcher.returncode == distributed.PREEMPTED_EXIT_STATUS, log[-3000:]
   assert log.count("preempted at step") == 2, log[-3000:]
-  assert len(checkpointing.committed_steps(workdir)) == 1
+  assert len(checkpoint_manager.committed_steps(workdir)) == 1

@@ -2,7 +2,10 @@
 real pipeline, so resumed and sharded runs can be compared without reading images."""
 
 import grain
+import jax
 import numpy as np
+
+from tests.conftest import load_config
 
 
 class FrameSource:
@@ -42,3 +45,24 @@ def make_data_fn(nan_from=None):
     ds = grain.MapDataset.range(jax.process_index(), stop, jax.process_count()).map(source.__getitem__)
     return ds.to_iter_dataset().batch(per_process_batch, drop_remainder=True)
   return data_fn
+
+
+def frame_config(max_steps, **run):
+  """Stage 1 at smoke size for training-loop runs on `make_data_fn`'s batches: 64 examples an epoch, 4
+  epochs, lr 1e-3, `max_steps` steps, a checkpoint every 3 steps, validation every 100; `run` sets other
+  `run.*` fields."""
+  config = load_config("fartrack", "smoke")
+  config.data.train.sample_per_epoch = 64
+  config.train.epoch = 4
+  config.train.lr = 1e-3
+  config.run.max_steps = max_steps
+  config.run.checkpoint_every_steps = 3
+  config.run.val_every_steps = 100
+  for k, v in run.items():
+    config.run[k] = v
+  return config
+
+
+def max_abs_diff(a, b) -> float:
+  """The largest absolute difference between two pytrees of the same structure."""
+  return max(float(np.abs(x - y).max()) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))

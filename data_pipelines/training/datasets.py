@@ -26,7 +26,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from data_pipelines.benchmarks.annotation_files import DatasetError
+from data_pipelines.annotation_files import DatasetError
 from data_pipelines.training import index_cache
 from data_pipelines.training import layouts
 from data_pipelines.training.layouts import Index

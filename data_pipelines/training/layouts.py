@@ -52,9 +52,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data_pipelines.benchmarks.annotation_files import DatasetError
-from data_pipelines.benchmarks.annotation_files import read_boxes
-from data_pipelines.benchmarks.annotation_files import read_labels
+from data_pipelines.annotation_files import DatasetError
+from data_pipelines.annotation_files import read_boxes
+from data_pipelines.annotation_files import read_labels
 
 SPLITS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "splits")
 SYNTHETIC_SPLIT = "_synthetic_split.txt"

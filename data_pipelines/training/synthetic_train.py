@@ -38,8 +38,8 @@ import os
 
 import numpy as np
 
-from data_pipelines.benchmarks.annotation_files import format_boxes
-from data_pipelines.benchmarks.annotation_files import write_text_atomic
+from data_pipelines.annotation_files import format_boxes
+from data_pipelines.annotation_files import write_text_atomic
 from data_pipelines.synthetic import one_per_line
 from data_pipelines.synthetic import render_sequence
 from data_pipelines.synthetic import write_frames

@@ -1,2 +1,2 @@
-"""Benchmark scoring: per-frame metrics (`metrics`) and result-folder analysis with tables and plots
+"""Scoring on the evaluation datasets: per-frame metrics (`metrics`) and result-folder analysis with tables and plots
 (`analysis`)."""

@@ -18,8 +18,8 @@ from typing import Sequence as SequenceType
 
 import numpy as np
 
-from data_pipelines.benchmarks import annotation_files
-from data_pipelines.benchmarks import readers
+from data_pipelines import annotation_files
+from data_pipelines.evaluation import readers
 from fartrack_jax import storage
 from fartrack_jax.evaluation import metrics
 

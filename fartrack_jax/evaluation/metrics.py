@@ -384,7 +384,7 @@ def evaluate(dataset: str, predictions: Mapping[str, np.ndarray | SequenceType[n
 
   predictions: {sequence name: [N, 4] boxes} (for GOT-10k also a list of repetitions).
   sequences: objects with `.name`, `.ground_truth` `[N, 4]` and `.target_visible` `[N]` bool or None
-    (`data_pipelines.benchmarks.readers.Sequence`); for GOT-10k `target_visible` is the cover > 0 flag.
+    (`data_pipelines.evaluation.readers.Sequence`); for GOT-10k `target_visible` is the cover > 0 flag.
   image_sizes: {sequence name: (width, height)} for GOT-10k's clipping to the image, where known."""
   return evaluate_detailed(dataset, predictions, sequences, image_sizes).scores()
 

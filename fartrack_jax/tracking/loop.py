@@ -63,8 +63,8 @@ def track_sequences(tracker, sequences, on_done=None, read_image=read_rgb, progr
   and returns `{key: (boxes, times)}` when `on_done` is None. Frame 0's box is the initial box; a frame's
   time is the time between two step results divided by the active sequences.
 
-  Pipelined, with the boxes of the serial loop (`benchmarks/serial_tracking.py`: the same crops of the same frames go into the same
-  steps): a pool of `threads` (default: the CPU count) decodes each sequence's next `prefetch` frames and
+  Pipelined, with the boxes of the serial loop (`scripts/benchmarks/serial_tracking.py`: the same crops of
+  the same frames go into the same steps): a pool of `threads` (default: the CPU count) decodes each sequence's next `prefetch` frames and
   the first frames of the sequences due next; as soon as a step's boxes arrive, every slot's template crop
   (of the frame just tracked) and search crop (of the next frame) are cut at once, in the pool and the
   calling thread (which takes one share, so a step of one or two crops pays no hand-over); the next step

@@ -15,7 +15,7 @@ Order of work, so that what can be wrong fails before anything is compiled or tr
 The host never waits for the step it has just queued: it reads and uploads batch s+1 while step s runs, and
 looks at step s's NaN guard after queueing step s+1 (`steps.make_train_step(chained=True)`: once a step is
 not finite no later step changes the state, so the run still stops with the last finite state, naming the
-step). A preemption (SIGTERM to any process, `distributed.PreemptionNotice`) saves the step every process
+step). A preemption (SIGTERM to any process, `stopping.PreemptionNotice`) saves the step every process
 agreed on, waits until it is committed and raises `Preempted`. Where the wall time went (start-up, compile,
 input, steps, checkpoints, validation, steps recomputed after a restart) goes to TensorBoard and
 `<workdir>/goodput.json` (`goodput.py`).
@@ -39,10 +39,10 @@ import numpy as np
 from data_pipelines.training import build, pipeline
 from fartrack_jax import convert
 from fartrack_jax import config_lib
-from fartrack_jax import distributed
 from fartrack_jax import model as model_lib
 from fartrack_jax import storage
-from fartrack_jax.training import checkpointing, goodput, optim, same_data, stages, steps
+from fartrack_jax.distributed import peers, stopping
+from fartrack_jax.training import checkpoint_manager, goodput, optim, same_data, stages, steps
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
   from clu import metric_writers, metrics as clu_metrics, periodic_actions  # pylint: disable=g-import-not-at-top
 
   watch = goodput.Stopwatch(started_at)
-  distributed.progress("starting")
+  peers.progress("starting")
   config = config_lib.validate_config(config)
   # Every process probes the shared workdir (a missing bucket or a read-only one fails here, not at the
   # first checkpoint); process 0 alone writes the shared files.
@@ -169,13 +169,13 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
                      int(config.run.val_batches) * per_process_batch * jax.process_count())
 
   loss_fn = loss_fn or default_loss_fn(config)
-  ckpts = checkpointing.TrainCheckpoints(os.fspath(workdir_path / "checkpoints"), keep=config.run.keep_checkpoints,
+  ckpts = checkpoint_manager.TrainCheckpoints(os.fspath(workdir_path / "checkpoints"), keep=config.run.keep_checkpoints,
                                          keep_period=config.run.keep_period, async_save=async_checkpoints)
   latest = ckpts.latest_step()
   if latest is None:
     params, source = initial_params(config, int(config.seed))
   else:  # only the shapes: the values come from the checkpoint
-    checkpointing.check_same_model(ckpts.read_meta(latest), config, ckpts.directory, latest)
+    checkpoint_manager.check_same_model(ckpts.read_meta(latest), config, ckpts.directory, latest)
     net = model_lib.build_model(config, "float32")
     params = jax.eval_shape(lambda: model_lib.init_params(net, jax.random.PRNGKey(0)))
   if jax.process_index() == 0:  # after the model check: a refused resume leaves the run's config as it was
@@ -191,8 +191,8 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
   else:
     saved_by = ckpts.saved_process_count(latest)
     watch.lap("startup")
-    distributed.progress(f"restoring step {latest}")
-    state, _ = ckpts.restore(latest, checkpointing.abstract_like(shapes, shardings), train_iter,
+    peers.progress(f"restoring step {latest}")
+    state, _ = ckpts.restore(latest, checkpoint_manager.abstract_like(shapes, shardings), train_iter,
                              global_batch=int(config.train.global_batch_size))
     logger.info("resumed from step %d of %s%s", latest, ckpts.directory,
                 "" if saved_by in (None, jax.process_count()) else
@@ -242,13 +242,13 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
         f"step {step_number}: loss={float(loss)}, grad_norm={float(grad_norm)} is not finite; stopping. The "
         f"state was not updated; the last checkpoint is step {ckpts.latest_step()} in {ckpts.directory}")
 
-  notice = distributed.PreemptionNotice()
+  notice = stopping.PreemptionNotice()
   window_start, window_samples = time.monotonic(), 0
   watch.lap("startup")
   try:
     notice.__enter__()
     while step < total:
-      distributed.progress(f"reading training batch {step + 1}")
+      peers.progress(f"reading training batch {step + 1}")
       try:
         batch = dict(next(train_iter))
       except StopIteration:
@@ -261,14 +261,14 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
         skipped += np.asarray(skips).reshape(-1, len(reasons)).sum(0)
       batch = steps.device_batch(batch, data_sharding)
       watch.lap("input")
-      distributed.progress(f"step {step + 1}" if compiled else "compiling the training step")
+      peers.progress(f"step {step + 1}" if compiled else "compiling the training step")
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = train_step(state, batch, finite_so_far)
       finite_so_far = metrics["finite"]
       if not compiled:
         compiled = True
         watch.lap("compile")
-        distributed.progress(f"step {step + 1}", started=True)
+        peers.progress(f"step {step + 1}", started=True)
       if unchecked is not None:
         check_finite(*unchecked)  # waits for the previous step while this one runs
       step += 1
@@ -305,7 +305,7 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
         window, window_start, window_samples = [], time.monotonic(), 0
         watch.lap("steps")
       if val_now:
-        distributed.progress(f"validation at step {step}")
+        peers.progress(f"validation at step {step}")
         val_metrics = _validate(val_data, int(config.run.val_batches), eval_step, state, data_sharding)
         val_scalars = {f"val/{k}": v for k, v in val_metrics.items()}
         writer.write_scalars(step, val_scalars)
@@ -313,7 +313,7 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
           on_log(step, total, val_scalars)
         watch.lap("validation")
       if save_now:
-        distributed.progress(f"saving the checkpoint of step {step}")
+        peers.progress(f"saving the checkpoint of step {step}")
         ckpts.save(step, state, train_iter, dict(meta, step=step), force=step == total or preempted)
         if preempted:
           ckpts.wait_until_finished()
@@ -339,7 +339,7 @@ def _record_goodput(path, launches, watch, first_step: int, step: int, ended: st
   """Closes the checkpoints (waiting for the last save), then writes this launch's goodput (process 0) to
   `goodput.json` and TensorBoard; returns the summary line over every launch."""
   if ended != "failed":  # a failure is named by the phase it happened in
-    distributed.progress("closing the checkpoints")
+    peers.progress("closing the checkpoints")
   try:
     ckpts.close()
   finally:

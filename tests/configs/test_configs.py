@@ -304,12 +304,12 @@ def test_data_path_comparison_config():
 
 
 def test_a_checkpoint_saved_with_the_deleted_fields_still_resumes():
-  from fartrack_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  from fartrack_jax.training import checkpoint_manager  # pylint: disable=g-import-not-at-top
   config = get_config("fartrack_sparse", "smoke")
   # What a checkpoint saved before the unread fields were deleted holds in its meta.
   old_model = dict(config.model.to_dict(), cat_mode="direct", ce_loc=(), backbone_type="vit_tiny_patch16_224",
                    head={"type": "PIX", "num_heads": 12}, decoder={"type": "mask", "depth": 8})
-  checkpointing.check_same_model({"stage": "fartrack_sparse", "model": old_model}, config, "ckpt", 4)
-  with pytest.raises(checkpointing.ModelMismatchError, match="model.embed_dim: checkpoint 36, config 48"):
-    checkpointing.check_same_model({"stage": "fartrack_sparse", "model": dict(old_model, embed_dim=36)},
+  checkpoint_manager.check_same_model({"stage": "fartrack_sparse", "model": old_model}, config, "ckpt", 4)
+  with pytest.raises(checkpoint_manager.ModelMismatchError, match="model.embed_dim: checkpoint 36, config 48"):
+    checkpoint_manager.check_same_model({"stage": "fartrack_sparse", "model": dict(old_model, embed_dim=36)},
                                    config, "ckpt", 4)

@@ -210,13 +210,13 @@ def test_cli_converts_and_refuses_with_a_clear_message(tmp_path):
 @pytest.mark.slow
 def test_to_torch_reads_a_training_workdir_or_its_checkpoints_folder(tmp_path):
   from fartrack_jax import torch_io
-  from fartrack_jax.training import checkpointing, trainer
+  from fartrack_jax.training import trainer
   from tests import train_fakes
   config = load_config("fartrack")
   config.run.max_steps = 1
   workdir = str(tmp_path / "run")
   trainer.train(config, workdir, data_fn=train_fakes.make_data_fn(), async_checkpoints=False)
-  trained, _, _ = checkpointing.load_train_params(workdir)
+  trained, _, _ = checkpoints.load_train_params(workdir)
   spec = model_lib.ModelSpec.from_config(config)
   for i, source in enumerate((workdir, os.path.join(workdir, "checkpoints"))):
     output = str(tmp_path / f"out{i}.pth.tar")

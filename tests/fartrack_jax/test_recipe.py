@@ -13,7 +13,7 @@ import pytest
 
 from configs import quickstart
 from data_pipelines import synthetic
-from data_pipelines.benchmarks import readers
+from data_pipelines.evaluation import readers
 from data_pipelines.training import synthetic_train
 from fartrack_jax import checkpoints
 from fartrack_jax import convert

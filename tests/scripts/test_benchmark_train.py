@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import training as train_benchmark
 from fartrack_jax.training import stages
+from scripts.benchmarks import training as train_benchmark
 from tests.conftest import ROOT, load_config
 
 SCRIPT = os.path.join(ROOT, "scripts", "benchmark_train.py")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import synthetic
-from data_pipelines.benchmarks.annotation_files import format_boxes
+from data_pipelines.annotation_files import format_boxes
 from data_pipelines.training import datasets
 from data_pipelines.training import layouts
 from data_pipelines.training import synthetic_train

@@ -28,6 +28,9 @@ LOGIT_TOLERANCE = 1e-4  # fp32 parity, as scripts/parity_check.py
 BOX_TOLERANCE = 0.05    # px: the runtime tracker against the JAX tracker
 
 
+# ONNX export (jax2onnx) is the slow part here (~15 s a smoke model): the tests that export are in the slow tier.
+# The fast tier keeps the runtime tracker's logic on the jitted forward the exports are made from
+# (`_JittedNetwork`) and the refusals that stop before exporting.
 @pytest.fixture(scope="module")
 def smoke_exports(tmp_path_factory):
   """ONNX exports of the smoke sparse and frame-level models (random weights), with their params."""
@@ -72,6 +75,7 @@ def test_onnx_export_reproduces_the_originals_outputs_on_the_parity_fixtures(sta
   assert result.passed, result.table()
 
 
+@pytest.mark.slow
 def test_onnx_metadata_holds_what_the_tracker_needs(smoke_exports):
   config, _, path = smoke_exports["fartrack_sparse"]
   model = onnx.load(path)
@@ -121,6 +125,7 @@ def _synthetic_sequences(lengths, size=(96, 72)):
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["fartrack_sparse", "fartrack"])
 def test_runtime_tracker_boxes_equal_the_jax_trackers(smoke_exports, stage):
   config, params, path = smoke_exports[stage]
@@ -189,6 +194,7 @@ def test_runtime_template_memory_keeps_only_what_the_selection_can_pick_and_the_
   assert set(ours.masks) == set(ours.templates) - {ours.count - 1}
 
 
+@pytest.mark.slow
 def test_runtime_imports_no_jax_flax_or_torch(smoke_exports, tmp_path):
   _, _, path = smoke_exports["fartrack_sparse"]
   frames, boxes = synthetic.render_sequence(np.random.default_rng(5), 6, (96, 72))
@@ -207,6 +213,7 @@ def test_runtime_imports_no_jax_flax_or_torch(smoke_exports, tmp_path):
   assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_onnx_without_tracker_metadata_or_of_another_stage_is_refused(smoke_exports, tmp_path):
   plain = onnx.helper.make_model(onnx.helper.make_graph(
       [onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
@@ -228,6 +235,7 @@ def test_onnx_without_tracker_metadata_or_of_another_stage_is_refused(smoke_expo
     runtime.OnnxNetwork(str(tmp_path / "relabelled.onnx"))
 
 
+@pytest.mark.slow
 def test_track_video_onnx_errors_are_one_line_and_write_nothing(smoke_exports, tmp_path):
   _, _, path = smoke_exports["fartrack_sparse"]
   frames, boxes = synthetic.render_sequence(np.random.default_rng(6), 4, (96, 72))
@@ -291,7 +299,7 @@ def test_export_model_refuses_a_checkpoint_that_does_not_fit_and_writes_nothing(
                     "full-size comparison (Tiny/Nano/Pico exports on a synthetic GOT-10k val; minutes)")
 @pytest.mark.parametrize("variant", ["tiny", "nano", "pico"])
 def test_full_size_runtime_tracker_equals_the_jax_tracker_on_a_synthetic_benchmark(variant, tmp_path):
-  from data_pipelines.benchmarks import load_dataset  # pylint: disable=g-import-not-at-top
+  from data_pipelines.evaluation import load_dataset  # pylint: disable=g-import-not-at-top
   synthetic.make_synthetic_dataset("got10k", str(tmp_path / "got10k"), num_sequences=3, num_frames=30)
   sequences = load_dataset("got10k_val", str(tmp_path / "got10k"))
   config = load_config("fartrack_sparse", f"variant={variant}")

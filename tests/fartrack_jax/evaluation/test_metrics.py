@@ -420,7 +420,7 @@ def test_got10k_does_not_count_frames_without_ground_truth():
 @pytest.mark.parametrize("layout", ["got10k", "lasot", "trackingnet", "uav123", "otb"])
 def test_load_annotations_matches_the_reader_without_reading_frames(tmp_path, layout):
   from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
-  from data_pipelines.benchmarks import readers  # pylint: disable=g-import-not-at-top
+  from data_pipelines.evaluation import readers  # pylint: disable=g-import-not-at-top
   root = str(tmp_path / layout)
   synthetic.make_synthetic_dataset(layout, root, num_sequences=2, num_frames=6, size=(32, 24))
   full_gt = os.path.join(root, analysis.SYNTHETIC_FULL_GT_DIR)

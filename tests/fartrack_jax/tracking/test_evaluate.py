@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import synthetic
-from data_pipelines.benchmarks import readers
+from data_pipelines.evaluation import readers
 from fartrack_jax import checkpoints
 from fartrack_jax import convert
 from fartrack_jax.tracking import evaluate

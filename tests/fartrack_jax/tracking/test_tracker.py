@@ -9,12 +9,12 @@ import pytest
 
 from fartrack_jax import convert
 from fartrack_jax import model as model_lib
-from benchmarks import serial_tracking
 from data_pipelines import crops as crop_lib
 from data_pipelines import synthetic
 from fartrack_jax.tracking import loop
 from fartrack_jax.tracking import sampling
 from fartrack_jax.tracking import tracker as trk
+from scripts.benchmarks import serial_tracking
 from tests.conftest import init, load_config
 
 

@@ -12,7 +12,7 @@ import pytest
 from data_pipelines.training import synthetic_train
 from fartrack_jax import checkpoints, convert
 from fartrack_jax import model as model_lib
-from fartrack_jax.training import checkpointing, device_crop, sparse, trainer
+from fartrack_jax.training import device_crop, sparse, trainer
 from tests.conftest import ROOT, load_config, run_on_cpu_devices
 
 
@@ -151,9 +151,9 @@ def test_sparse_training_resumes_exactly(tmp_path, synthetic_root):
   trainer.train(_sparse_config(synthetic_root, 3), str(tmp_path / "b"), async_checkpoints=False)
   resumed = trainer.train(_sparse_config(synthetic_root, 6), str(tmp_path / "b"), async_checkpoints=False)
   assert resumed.resumed_from == 3
-  a, _, _ = checkpointing.load_train_params(str(tmp_path / "a"))
-  b, _, _ = checkpointing.load_train_params(str(tmp_path / "b"))
-  start, _, _ = checkpointing.load_train_params(str(tmp_path / "b"), step=3)
+  a, _, _ = checkpoints.load_train_params(str(tmp_path / "a"))
+  b, _, _ = checkpoints.load_train_params(str(tmp_path / "b"))
+  start, _, _ = checkpoints.load_train_params(str(tmp_path / "b"), step=3)
   leaves = lambda t: jax.tree_util.tree_leaves(t)
   assert max(float(np.abs(x - y).max()) for x, y in zip(leaves(a), leaves(b))) == 0.0
   assert max(float(np.abs(x - y).max()) for x, y in zip(leaves(start), leaves(b))) > 0
@@ -194,7 +194,8 @@ _SHARDED = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     import jax, numpy as np
     assert jax.device_count() == 8
-    from fartrack_jax.training import checkpointing, trainer
+    from fartrack_jax import checkpoints
+    from fartrack_jax.training import trainer
     from tests.fartrack_jax.training.test_sparse_training import _sparse_config
     out = {{}}
     for name, devices in (("one", 1), ("eight", 8)):
@@ -207,7 +208,7 @@ _SHARDED = textwrap.dedent("""
         trainer.train(config, {tmp!r} + "/" + name, async_checkpoints=False)
       finally:
         jax.devices = orig
-      out[name] = checkpointing.load_train_params({tmp!r} + "/" + name)[0]
+      out[name] = checkpoints.load_train_params({tmp!r} + "/" + name)[0]
     diff = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(out["one"]), jax.tree.leaves(out["eight"])))
     print(json.dumps({{"diff": diff}}))
 """)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from data_pipelines.training import synthetic_train
-from fartrack_jax.training import checkpointing
+from fartrack_jax import checkpoints
 from tests.conftest import ROOT
 
 
@@ -50,7 +50,7 @@ def test_sigkill_mid_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path):
   finally:
     if proc.poll() is None:
       proc.kill()
-  params, meta, step = checkpointing.load_train_params(workdir)
+  params, meta, step = checkpoints.load_train_params(workdir)
   assert step >= 2 and step % 2 == 0 and meta["stage"] == "fartrack"
   assert params["layer_0"]["attn"]["qkv"]["kernel"].shape[0] == 48
 

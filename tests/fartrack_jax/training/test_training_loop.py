@@ -6,50 +6,34 @@ import jax
 import numpy as np
 import pytest
 
-from fartrack_jax.training import checkpointing, steps, trainer
+from fartrack_jax import checkpoints
+from fartrack_jax.training import checkpoint_manager, steps, trainer
 from tests import train_fakes
 from tests.conftest import ROOT, load_config, run_on_cpu_devices
 
 
-def _config(max_steps, **run):
-  config = load_config("fartrack", "smoke")
-  config.data.train.sample_per_epoch = 64
-  config.train.epoch = 4
-  config.train.lr = 1e-3
-  config.run.max_steps = max_steps
-  config.run.checkpoint_every_steps = 3
-  config.run.val_every_steps = 100
-  for k, v in run.items():
-    config.run[k] = v
-  return config
-
-
-def _max_diff(a, b):
-  return max(float(np.abs(x - y).max()) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-
-
 def test_resume_gives_the_same_params_as_an_uninterrupted_run(tmp_path):
   data_fn = train_fakes.make_data_fn()
-  straight = trainer.train(_config(8), str(tmp_path / "a"), data_fn=data_fn, async_checkpoints=False)
+  straight = trainer.train(train_fakes.frame_config(8), str(tmp_path / "a"), data_fn=data_fn, async_checkpoints=False)
   assert straight.step == 8 and straight.resumed_from is None
-  trainer.train(_config(5), str(tmp_path / "b"), data_fn=data_fn, async_checkpoints=False)
+  trainer.train(train_fakes.frame_config(5), str(tmp_path / "b"), data_fn=data_fn, async_checkpoints=False)
   # Step 5 is saved at the end of the first run; the second starts there, with the data where it stopped.
-  resumed = trainer.train(_config(8), str(tmp_path / "b"), data_fn=data_fn, async_checkpoints=False)
+  resumed = trainer.train(train_fakes.frame_config(8), str(tmp_path / "b"), data_fn=data_fn, async_checkpoints=False)
   assert resumed.resumed_from == 5 and resumed.step == 8
-  params_a, _, step_a = checkpointing.load_train_params(str(tmp_path / "a"))
-  params_b, meta_b, step_b = checkpointing.load_train_params(str(tmp_path / "b"))
+  params_a, _, step_a = checkpoints.load_train_params(str(tmp_path / "a"))
+  params_b, meta_b, step_b = checkpoints.load_train_params(str(tmp_path / "b"))
   assert step_a == step_b == 8 and meta_b["stage"] == "fartrack"
   # Same data order, same drop-path draws, same optimizer state: identical, not merely close.
-  assert _max_diff(params_a, params_b) == 0.0
+  assert train_fakes.max_abs_diff(params_a, params_b) == 0.0
   # And training changed the params (the comparison above is not between two untouched inits).
-  params_5, _, _ = checkpointing.load_train_params(str(tmp_path / "b"), step=5)
-  assert _max_diff(params_5, params_b) > 0
+  params_5, _, _ = checkpoints.load_train_params(str(tmp_path / "b"), step=5)
+  assert train_fakes.max_abs_diff(params_5, params_b) > 0
 
 
 @pytest.mark.slow
 def test_training_lowers_the_loss(tmp_path):
   def config_with(lr, steps_):
-    config = _config(steps_, checkpoint_every_steps=100)
+    config = train_fakes.frame_config(steps_, checkpoint_every_steps=100)
     config.data.train.sample_per_epoch = 256
     config.train.global_batch_size = 4
     config.train.lr = lr
@@ -68,24 +52,24 @@ def test_training_lowers_the_loss(tmp_path):
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-  config = _config(12)
+  config = train_fakes.frame_config(12)
   batch = config.train.global_batch_size
   # Examples from index 4 * batch on are poisoned: steps 1-4 are fine, step 5 sees NaN.
   data_fn = train_fakes.make_data_fn(nan_from=4 * batch)
   with pytest.raises(trainer.NonFiniteLossError, match=r"step 5: .*not finite.*last checkpoint is step 3"):
     trainer.train(config, str(tmp_path), data_fn=data_fn, async_checkpoints=False)
-  params, _, step = checkpointing.load_train_params(str(tmp_path))
+  params, _, step = checkpoints.load_train_params(str(tmp_path))
   assert step == 3
   assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(params))
 
 
 def test_missing_pretrained_weights_fail_before_training(tmp_path):
-  config = _config(2)
+  config = train_fakes.frame_config(2)
   config.model.allow_random_init = False
   config.model.pretrain_file = str(tmp_path / "mae_tiny_distill_400e.pth.tar")
   with pytest.raises(FileNotFoundError, match="model.pretrain_file=.*mae_tiny_distill_400e.pth.tar"):
     trainer.train(config, str(tmp_path / "run"), data_fn=train_fakes.make_data_fn(), async_checkpoints=False)
-  assert not checkpointing.TrainCheckpoints(str(tmp_path / "run" / "checkpoints"), keep=1).all_steps()
+  assert not checkpoint_manager.TrainCheckpoints(str(tmp_path / "run" / "checkpoints"), keep=1).all_steps()
 
 
 def test_empty_pretrained_path_is_refused_unless_random_init_is_allowed(tmp_path):
@@ -96,7 +80,7 @@ def test_empty_pretrained_path_is_refused_unless_random_init_is_allowed(tmp_path
 
 
 def test_bad_run_values_are_rejected_with_the_field_name():
-  config = _config(2)
+  config = train_fakes.frame_config(2)
   config.train.global_batch_size = 0
   with pytest.raises(ValueError, match="train.global_batch_size=0"):
     trainer.train(config, "/nonexistent/never-created", data_fn=train_fakes.make_data_fn())
@@ -110,8 +94,8 @@ _SHARDED = textwrap.dedent("""
     import jax, numpy as np
     assert jax.device_count() == 8
     from tests import train_fakes
-    from tests.fartrack_jax.training.test_training_loop import _config
-    from fartrack_jax.training import checkpointing, steps, trainer
+    from fartrack_jax import checkpoints
+    from fartrack_jax.training import steps, trainer
     mesh = steps.make_train_mesh(1)
     try:
       steps.check_global_batch(12, mesh)
@@ -120,7 +104,7 @@ _SHARDED = textwrap.dedent("""
       bad_batch = str(e)
     out = {{"bad_batch": bad_batch}}
     for name, devices, fsdp in (("one", 1, 1), ("eight", 8, 1), ("fsdp", 8, 4)):
-      config = _config(4)
+      config = train_fakes.frame_config(4)
       config.train.global_batch_size = 8
       config.run.fsdp = fsdp
       orig = jax.devices
@@ -130,10 +114,10 @@ _SHARDED = textwrap.dedent("""
         trainer.train(config, {tmp!r} + "/" + name, data_fn=train_fakes.make_data_fn(), async_checkpoints=False)
       finally:
         jax.devices = orig
-      params, _, _ = checkpointing.load_train_params({tmp!r} + "/" + name)
+      params, _, _ = checkpoints.load_train_params({tmp!r} + "/" + name)
       out[name] = params
     diff = lambda a, b: max(float(np.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-    moved = diff(out["one"], checkpointing.load_train_params({tmp!r} + "/one", step=3)[0])
+    moved = diff(out["one"], checkpoints.load_train_params({tmp!r} + "/one", step=3)[0])
     print(json.dumps({{"bad_batch": out["bad_batch"], "eight": diff(out["one"], out["eight"]),
                       "fsdp": diff(out["one"], out["fsdp"]), "moved": moved}}))
 """)

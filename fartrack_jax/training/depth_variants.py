@@ -1,13 +1,14 @@
-"""Standalone checkpoints of one depth from a distillation run: Nano = the first 10 layers, Pico = 6.
+"""Depth variants: standalone params checkpoints of one depth from a distillation run (Nano = the first 10
+layers, Pico = 6), what `scripts/export_variant.py` writes. (Exports of the network for deployment, ONNX and
+StableHLO, are `fartrack_jax.deploy`.)
 
 Self-distillation trains every layer to predict the box, so a shallower tracker is the same params with the
-deeper layers dropped (`convert.truncate_layers`). The export is an orbax params checkpoint (the format of
+deeper layers dropped (`convert.truncate_layers`). A variant is an orbax params checkpoint (the format of
 `scripts/convert_torch.py`) whose metadata records the stage and the new depth; the tracker, the evaluator
 and the sparse stage's `model.pretrain_pth` load it like any other.
 """
 
 from __future__ import annotations
-
 
 from fartrack_jax import checkpoints, convert
 
@@ -27,7 +28,7 @@ def variant_config(config, depth: int):
   return config_lib.validate_config(out)
 
 
-def export_variant(source: str, config, depth: int, output: str) -> dict:
+def save_variant(source: str, config, depth: int, output: str) -> dict:
   """Writes the first `depth` layers of the params at `source` (trained with `config`) to `output`.
   Returns the metadata written."""
   params, meta = checkpoints.load_any_params(source)

@@ -1,4 +1,4 @@
-"""Evaluation benchmarks read from their native on-disk layouts.
+"""Evaluation datasets (the tracking benchmarks GOT-10k, LaSOT, ...) read from their native on-disk layouts.
 
 `load_dataset(name, root)` returns the benchmark's sequences with absolute frame paths and the boxes as the
 files give them (x, y, w, h, nominally 1-based; never shifted), the same sequences, names, frames and boxes
@@ -40,10 +40,10 @@ from typing import Sequence as SequenceOf
 
 import numpy as np
 
-from data_pipelines.benchmarks import tables
-from data_pipelines.benchmarks.annotation_files import DatasetError
-from data_pipelines.benchmarks.annotation_files import read_boxes
-from data_pipelines.benchmarks.annotation_files import read_labels
+from data_pipelines.evaluation import tables
+from data_pipelines.annotation_files import DatasetError
+from data_pipelines.annotation_files import read_boxes
+from data_pipelines.annotation_files import read_labels
 
 DATASETS = ("got10k_val", "got10k_test", "lasot", "lasot_ext", "trackingnet", "nfs", "uav123", "otb")
 SYNTHETIC_LIST = "_synthetic_sequences.txt"

@@ -1,4 +1,4 @@
-"""Exporting Nano/Pico from a distilled Tiny: the first 10/6 layers of the same params, loadable by the
+"""Nano/Pico depth variants of a distilled Tiny: the first 10/6 layers of the same params, loadable by the
 depth's configs (tracker, evaluator, the sparse stage)."""
 
 import os
@@ -11,7 +11,7 @@ import pytest
 
 from fartrack_jax import checkpoints, convert
 from fartrack_jax import model as model_lib
-from fartrack_jax.training import export
+from fartrack_jax.training import depth_variants
 from tests.conftest import ROOT, load_config
 
 
@@ -26,10 +26,10 @@ def distilled_tiny(tmp_path_factory):
 
 
 @pytest.mark.parametrize("depth,variant", [(10, "nano"), (6, "pico")])
-def test_export_is_the_first_layers_of_the_distilled_model(tmp_path, distilled_tiny, depth, variant):
+def test_variant_is_the_first_layers_of_the_distilled_model(tmp_path, distilled_tiny, depth, variant):
   config, params, path = distilled_tiny
   out = str(tmp_path / variant)
-  meta = export.export_variant(path, config, depth, out)
+  meta = depth_variants.save_variant(path, config, depth, out)
   assert meta["depth"] == depth and meta["variant"] == variant and meta["exported_from_depth"] == 15
   # Loads with the depth's own config, and holds exactly layers 0..depth-1 of the source.
   exported, _ = checkpoints.load_params_for(out, load_config("fartrack_distill", f"variant={variant}"))
@@ -41,10 +41,10 @@ def test_export_is_the_first_layers_of_the_distilled_model(tmp_path, distilled_t
   assert f"layer_{depth}" not in exported and "layer_14" in params
 
 
-def test_sparse_nano_starts_from_the_nano_export(tmp_path, distilled_tiny):
+def test_sparse_nano_starts_from_the_nano_variant(tmp_path, distilled_tiny):
   config, params, path = distilled_tiny
   out = str(tmp_path / "nano")
-  export.export_variant(path, config, 10, out)
+  depth_variants.save_variant(path, config, 10, out)
   sparse_nano = load_config("fartrack_sparse", "variant=nano")
   init = jax.tree_util.tree_map(np.asarray, model_lib.init_params(model_lib.build_model(sparse_nano),
                                                                   jax.random.PRNGKey(0)))
@@ -54,17 +54,17 @@ def test_sparse_nano_starts_from_the_nano_export(tmp_path, distilled_tiny):
   assert not report.unused
 
 
-def test_export_refuses_a_deeper_depth_and_an_existing_output(tmp_path, distilled_tiny):
+def test_variant_refuses_a_deeper_depth_and_an_existing_output(tmp_path, distilled_tiny):
   config, _, path = distilled_tiny
-  nano = export.variant_config(config, 10)
+  nano = depth_variants.variant_config(config, 10)
   with pytest.raises(ValueError, match="out of range"):
-    export.variant_config(config, 16)
+    depth_variants.variant_config(config, 16)
   out = str(tmp_path / "nano")
-  export.export_variant(path, config, 10, out)
+  depth_variants.save_variant(path, config, 10, out)
   with pytest.raises(ValueError, match="has 10 layers; cannot export depth 12"):
-    export.export_variant(out, nano, 12, str(tmp_path / "deeper"))
+    depth_variants.save_variant(out, nano, 12, str(tmp_path / "deeper"))
   with pytest.raises(FileExistsError):
-    export.export_variant(path, config, 6, out)
+    depth_variants.save_variant(path, config, 6, out)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Reading and writing the benchmarks' plain-text annotation files.
+"""Reading and writing the datasets' plain-text annotation files (evaluation and training sets alike).
 
 The original reads every box file with `np.loadtxt` and one fixed delimiter per benchmark (',' for
 GOT-10k/LaSOT/TrackingNet/UAV123, '\\t' for NFS, ',' then whitespace for OTB, whose files mix both). One
@@ -21,7 +21,7 @@ _SEPARATOR = re.compile(r"\s*,\s*|\s+")
 
 
 class DatasetError(ValueError):
-  """A benchmark folder that does not match its layout: missing files, bad lines, count mismatches."""
+  """A dataset folder that does not match its layout: missing files, bad lines, count mismatches."""
 
 
 def _numbered_lines(path: str, text: str | None = None) -> list[tuple[int, str, list[str]]]:

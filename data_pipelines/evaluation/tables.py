@@ -1,4 +1,4 @@
-"""Sequence tables of the evaluation benchmarks, as data.
+"""Sequence tables of the evaluation datasets, as data.
 
 The original hard-codes these in its `lib/test/evaluation/*dataset.py` loaders; here they are plain text
 blocks parsed once at import. Only names, folders, frame ranges and classes are kept; the paths the

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from data_pipelines import synthetic
-from data_pipelines.benchmarks import readers
-from data_pipelines.benchmarks.annotation_files import read_boxes
-from data_pipelines.benchmarks.readers import DATASETS
-from data_pipelines.benchmarks.readers import DatasetError
-from data_pipelines.benchmarks.readers import load_dataset
+from data_pipelines.evaluation import readers
+from data_pipelines.annotation_files import read_boxes
+from data_pipelines.evaluation.readers import DATASETS
+from data_pipelines.evaluation.readers import DatasetError
+from data_pipelines.evaluation.readers import load_dataset
 from tests.conftest import ROOT
 
 NUM_SEQUENCES, NUM_FRAMES, SIZE = 2, 8, (64, 48)

@@ -1,4 +1,6 @@
-"""Training checkpoints with orbax's CheckpointManager: state, input-pipeline position, metadata.
+"""A training run's checkpoints, saved and resumed through orbax's CheckpointManager: state, input-pipeline
+position, metadata. (Reading a checkpoint's params or state outside a run, and the params checkpoints the
+converter and `scripts/export_variant.py` write: `fartrack_jax.checkpoints`.)
 
 A checkpoint at step N holds
   state: `{"step", "params", "opt_state", "rng"}` (restored straight into its shardings),
@@ -24,11 +26,6 @@ import orbax.checkpoint as ocp
 from fartrack_jax import checkpoints
 from fartrack_jax import storage
 
-ITEMS = checkpoints.TRAIN_ITEMS
-# Read without the manager (the evaluator, the exporter): kept under their old names here.
-load_train_params = checkpoints.load_train_params
-load_train_state = checkpoints.load_train_state
-
 
 class TrainCheckpoints:
   """Checkpoints of one run under `<workdir>/checkpoints`."""
@@ -39,7 +36,7 @@ class TrainCheckpoints:
         max_to_keep=keep, keep_period=keep_period or None, create=True,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=ITEMS,
+        self.directory, options=options, item_names=checkpoints.TRAIN_ITEMS,
         item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
 

@@ -299,6 +299,35 @@ def _flops(compiled) -> float:
   return float((analysis or {}).get("flops", 0.0))
 
 
+@dataclasses.dataclass
+class _StepSetup:
+  loss_fn: Callable
+  spec: dict
+  devices: list
+  mesh: Any
+  state: Any
+  train_step: Any
+
+
+def _step_setup(row: Row, *, fsdp: int, seed: int, loss_fn, spec, chained: bool = False) -> _StepSetup:
+  """What both timings start from: the stage's loss and batch spec (unless given), the mesh over this host's
+  devices with the batch checked against it, the initial state in its shardings, and the jitted train step
+  (`chained`: the form `trainer.train` runs, taking the previous step's `finite`)."""
+  config = row.config
+  if loss_fn is None or spec is None:
+    loss_fn, spec = stage_functions(config, row.batch, row.clip_length)
+  devices = jax.local_devices()
+  mesh = steps.make_train_mesh(fsdp, devices=devices)
+  steps.check_global_batch(row.batch, mesh)
+  model = model_lib.build_model(config, "float32")
+  init_key = jax.random.PRNGKey(seed)
+  param_shapes = jax.eval_shape(lambda: model_lib.init_params(model, init_key))
+  tx, schedules = optim.make_optimizer(config, param_shapes)
+  init, shardings = steps.make_sharded_init(lambda: model_lib.init_params(model, init_key), tx, seed, mesh)
+  train_step = steps.make_train_step(loss_fn, tx, shardings, mesh, schedules, chained=chained)
+  return _StepSetup(loss_fn, spec, devices, mesh, init(), train_step)
+
+
 def benchmark_row(row: Row, *, steps_timed: int = 10, warmup: int = 2, fsdp: int = 1, seed: int = 0,
                   loss_fn=None, spec: dict | None = None) -> dict:
   """Compiles and times the train step of one row; returns the row's JSON dict (see the module doc).
@@ -313,23 +342,12 @@ def benchmark_row(row: Row, *, steps_timed: int = 10, warmup: int = 2, fsdp: int
   if warmup < 0:
     raise ValueError(f"--warmup={warmup} must be >= 0")
   config = row.config
-  if loss_fn is None or spec is None:
-    loss_fn, spec = stage_functions(config, row.batch, row.clip_length)
-  devices = jax.local_devices()
-  mesh = steps.make_train_mesh(fsdp, devices=devices)
-  steps.check_global_batch(row.batch, mesh)
-
-  model = model_lib.build_model(config, "float32")
-  init_key = jax.random.PRNGKey(seed)
-  param_shapes = jax.eval_shape(lambda: model_lib.init_params(model, init_key))
-  tx, schedules = optim.make_optimizer(config, param_shapes)
-  init, shardings = steps.make_sharded_init(lambda: model_lib.init_params(model, init_key), tx, seed, mesh)
-  state = init()
-  batch = jax.device_put(random_batch(spec, config, seed), steps.batch_sharding(mesh))
-  train_step = steps.make_train_step(loss_fn, tx, shardings, mesh, schedules)
+  setup = _step_setup(row, fsdp=fsdp, seed=seed, loss_fn=loss_fn, spec=spec)
+  devices, state = setup.devices, setup.state
+  batch = jax.device_put(random_batch(setup.spec, config, seed), steps.batch_sharding(setup.mesh))
 
   start = time.perf_counter()
-  traced = train_step.trace(state, batch)
+  traced = setup.train_step.trace(state, batch)
   compiled = traced.lower().compile()
   compile_s = time.perf_counter() - start
   xla_flops = _flops(compiled) * len(devices)
@@ -442,26 +460,15 @@ def overhead_row(row: Row, *, steps_timed: int = 20, warmup: int = 3, fsdp: int 
   from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
   from fartrack_jax.training import trainer  # pylint: disable=g-import-not-at-top
   config = row.config
-  if loss_fn is None or spec is None:
-    loss_fn, spec = stage_functions(config, row.batch, row.clip_length)
-  devices = jax.local_devices()
-  mesh = steps.make_train_mesh(fsdp, devices=devices)
-  steps.check_global_batch(row.batch, mesh)
-  host_batch = random_batch(spec, config, seed)
-
-  model = model_lib.build_model(config, "float32")
-  init_key = jax.random.PRNGKey(seed)
-  param_shapes = jax.eval_shape(lambda: model_lib.init_params(model, init_key))
-  tx, schedules = optim.make_optimizer(config, param_shapes)
-  init, shardings = steps.make_sharded_init(lambda: model_lib.init_params(model, init_key), tx, seed, mesh)
-  state = init()
+  setup = _step_setup(row, fsdp=fsdp, seed=seed, loss_fn=loss_fn, spec=spec, chained=True)
+  devices, mesh, state, train_step, loss_fn = setup.devices, setup.mesh, setup.state, setup.train_step, setup.loss_fn
+  host_batch = random_batch(setup.spec, config, seed)
   data_sharding = steps.batch_sharding(mesh)
-  train_step = steps.make_train_step(loss_fn, tx, shardings, mesh, schedules, chained=True)
   finite = jax.device_put(np.float32(1.0), NamedSharding(mesh, PartitionSpec()))
   for _ in range(warmup):
     state, metrics = train_step(state, steps.device_batch(host_batch, data_sharding), finite)
     finite = metrics["finite"]
-  jax.block_until_ready((state, metrics))
+  jax.block_until_ready((state, finite))  # `finite` alone when --warmup=0
   start = time.perf_counter()
   for _ in range(steps_timed):
     state, metrics = train_step(state, steps.device_batch(host_batch, data_sharding), finite)
