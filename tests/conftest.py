@@ -44,7 +44,7 @@ def pytest_configure(config):
       the other, past gloo's 30 s rendezvous on a loaded machine;
     * compiles with XLA:CPU's backend optimisations off: its programs are compiled once and run for a few
       steps on tiny shapes, so LLVM's optimisation time is most of their cost (the fartrack training-parity
-      replay: 40 CPU s at the default level, 24 without). The full run (CI) keeps the default, so every test
+      replay: 40 CPU s at the default level, 25 without). The full run (CI) keeps the default, so every test
       also runs on the code as users compile it. An XLA_FLAGS that already sets the level is kept.
   Runs before any test module is imported, hence before JAX starts its backend, which reads XLA_FLAGS once;
   the processes the tests start inherit both."""
