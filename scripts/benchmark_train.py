@@ -19,8 +19,9 @@ Details: scripts/benchmarks/training.py.
 
 --trainer_overhead: instead, per row, the mean ms per step of `trainer.train` (NaN guard, metrics, progress,
 preemption checks, goodput; fed one repeated host batch, no input pipeline) against a bare loop of the
-same jitted step fed the same way (upload + step), over --steps steps each (the trainer runs 2 x --steps:
-the first window holds its compile): columns bare_ms, trainer_ms, overhead_pct (`benchmark.overhead_row`).
+same jitted step fed the same way (upload + step), over --windows windows of --steps steps each way, medians
+over the windows (the trainer runs one window more: the first holds its compile and is not counted):
+columns bare_ms, trainer_ms, overhead_pct, windows (`scripts/benchmarks/training.py::overhead_row`).
 """
 
 import os
@@ -47,6 +48,8 @@ _CLIP_LENGTHS = flags.DEFINE_list("clip_lengths", [], "Stage 3 (fartrack_sparse)
                                   "length, e.g. 8,16,32 (default: the config's data.search.number; also "
                                   "--clip-lengths).")
 _JSON = flags.DEFINE_string("json", None, "Write the rows as JSON here.")
+_WINDOWS = flags.DEFINE_integer("windows", 1, "--trainer_overhead: windows of --steps steps each way; the "
+                                "figures are the medians over the windows (use 3 or more on a shared machine).")
 _OVERHEAD = flags.DEFINE_bool("trainer_overhead", False, "Time the training loop's overhead per step against "
                               "a bare loop of the same jitted step instead of the step alone (also "
                               "--trainer-overhead).")
@@ -72,7 +75,7 @@ def main(argv):
                                          clip_lengths=clip_lengths, fsdp=_FSDP.value):
       print(f"{row.name}: batch {row.batch}, bare loop and trainer, {_STEPS.value} steps each ...", flush=True)
       rows.append(train_benchmark.overhead_row(row, steps_timed=_STEPS.value, warmup=_WARMUP.value,
-                                               fsdp=_FSDP.value))
+                                               fsdp=_FSDP.value, windows=_WINDOWS.value))
       print(f"{row.name}: bare {rows[-1]['bare_ms']:.1f} ms/step, trainer {rows[-1]['trainer_ms']:.1f} ms/step "
             f"({rows[-1]['overhead_pct']:+.1f} %)", flush=True)
     print()

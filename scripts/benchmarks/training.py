@@ -440,12 +440,12 @@ def run_benchmarks(configs, *, batch: int | None = None, steps_timed: int = 10, 
   return results
 
 
-OVERHEAD_COLUMNS = ("config", "stage", "batch", "dtype", "steps", "bare_ms", "trainer_ms", "overhead_pct",
+OVERHEAD_COLUMNS = ("config", "stage", "batch", "dtype", "steps", "windows", "bare_ms", "trainer_ms", "overhead_pct",
                     "device")
 
 
 def overhead_row(row: Row, *, steps_timed: int = 20, warmup: int = 3, fsdp: int = 1, seed: int = 0,
-                 loss_fn=None, spec: dict | None = None) -> dict:
+                 loss_fn=None, spec: dict | None = None, windows: int = 1) -> dict:
   """What `trainer.train` adds per step to the jitted step it runs (the NaN guard, metrics, progress,
   preemption checks, goodput), against a bare loop of the same step fed the same way.
 
@@ -453,9 +453,10 @@ def overhead_row(row: Row, *, steps_timed: int = 20, warmup: int = 3, fsdp: int 
   chained step of `steps.make_train_step` with the previous step's `finite`; one `block_until_ready` at the
   end (after `warmup` steps). Trainer: `trainer.train` on the same loss, fed the same host batch by an
   iterator that repeats it (no input pipeline: its cost is the pipeline's, not the loop's), logging every
-  `steps_timed` steps; the time between its logs at steps `steps_timed` and `2 * steps_timed` (the first
-  window holds the compile), one log included. Per-step medians are not available inside the trainer, so
-  both figures are means over the window."""
+  `steps_timed` steps; the time between consecutive logs after the first (the first window holds the
+  compile), one log included. `windows` windows of `steps_timed` steps each way: each figure is the median
+  over its windows of the mean ms per step in a window (per-step times are not available inside the
+  trainer), so one disturbed window on a shared machine does not decide it."""
   import tempfile  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
   from fartrack_jax.training import trainer  # pylint: disable=g-import-not-at-top
@@ -469,12 +470,15 @@ def overhead_row(row: Row, *, steps_timed: int = 20, warmup: int = 3, fsdp: int 
     state, metrics = train_step(state, steps.device_batch(host_batch, data_sharding), finite)
     finite = metrics["finite"]
   jax.block_until_ready((state, finite))  # `finite` alone when --warmup=0
-  start = time.perf_counter()
-  for _ in range(steps_timed):
-    state, metrics = train_step(state, steps.device_batch(host_batch, data_sharding), finite)
-    finite = metrics["finite"]
-  jax.block_until_ready((state, metrics))
-  bare_ms = (time.perf_counter() - start) / steps_timed * 1e3
+  bare = []
+  for _ in range(windows):
+    start = time.perf_counter()
+    for _ in range(steps_timed):
+      state, metrics = train_step(state, steps.device_batch(host_batch, data_sharding), finite)
+      finite = metrics["finite"]
+    jax.block_until_ready((state, metrics))
+    bare.append((time.perf_counter() - start) / steps_timed * 1e3)
+  bare_ms = statistics.median(bare)
   del state
 
   run = config_lib.validate_config(config)
@@ -483,11 +487,12 @@ def overhead_row(row: Row, *, steps_timed: int = 20, warmup: int = 3, fsdp: int 
     run.model.pretrain_file = run.model.pretrain_pth = ""
     run.train.global_batch_size = row.batch
     run.run.fsdp = fsdp
-    run.run.max_steps = 2 * steps_timed
+    run.run.max_steps = (windows + 1) * steps_timed
     run.run.log_every_steps = steps_timed
-    run.run.val_every_steps = run.run.checkpoint_every_steps = 10 * steps_timed
+    run.run.val_every_steps = run.run.checkpoint_every_steps = 10 * (windows + 1) * steps_timed
     run.run.val_batches = 1
-    run.data.train.sample_per_epoch = max(int(run.data.train.sample_per_epoch), 4 * steps_timed * row.batch)
+    run.data.train.sample_per_epoch = max(int(run.data.train.sample_per_epoch),
+                                          2 * (windows + 1) * steps_timed * row.batch)
     run.train.epoch = max(int(run.train.epoch), 1)
 
   def data_fn(cfg, workdir, split, per_process_batch, data_seed, num_examples=None):
@@ -498,10 +503,11 @@ def overhead_row(row: Row, *, steps_timed: int = 20, warmup: int = 3, fsdp: int 
   on_log = lambda step, total, scalars: logged.setdefault(step, time.perf_counter())
   with tempfile.TemporaryDirectory() as workdir:
     trainer.train(run, workdir, data_fn=data_fn, loss_fn=loss_fn, on_log=on_log)
-  trainer_ms = (logged[2 * steps_timed] - logged[steps_timed]) / steps_timed * 1e3
+  trainer_ms = statistics.median((logged[(k + 1) * steps_timed] - logged[k * steps_timed]) / steps_timed * 1e3
+                                 for k in range(1, windows + 1))
   desc = device_description(devices)
   return {"config": row.name, "variant": config.variant, "stage": config.stage, "batch": row.batch,
-          "dtype": config.dtype, "steps": steps_timed, "warmup": warmup, "bare_ms": bare_ms,
+          "dtype": config.dtype, "steps": steps_timed, "windows": windows, "warmup": warmup, "bare_ms": bare_ms,
           "trainer_ms": trainer_ms, "overhead_pct": 100.0 * (trainer_ms - bare_ms) / bare_ms,
           "device": desc["device"], "num_devices": desc["num_devices"], "cores": desc["cores"], "fsdp": fsdp,
           "jax": jax.__version__}

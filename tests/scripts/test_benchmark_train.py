@@ -221,3 +221,14 @@ def test_peak_table_picks_the_most_specific_kind():
   assert peak("TPU v5", "tpu", "bfloat16") == 459.0
   assert peak("cpu", "cpu", "float32") is None
   assert peak("Some Future GPU", "gpu", "bfloat16") is None
+
+
+@pytest.mark.slow
+def test_trainer_overhead_row_takes_the_median_over_windows():
+  """The bare loop and the trainer each time `windows` windows; the trainer's first logged window (its
+  compile) is not one of them: a trainer figure including the compile would be seconds per step."""
+  row = train_benchmark.plan_rows(["fartrack:smoke"], batch=2, dtype="float32", clip_lengths=[], fsdp=1)[0]
+  got = train_benchmark.overhead_row(row, steps_timed=3, warmup=1, windows=3)
+  assert got["windows"] == 3 and got["steps"] == 3
+  assert 0 < got["bare_ms"] < 1000 and 0 < got["trainer_ms"] < 1000, got
+  assert math.isclose(got["overhead_pct"], 100 * (got["trainer_ms"] - got["bare_ms"]) / got["bare_ms"])
