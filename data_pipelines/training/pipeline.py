@@ -59,7 +59,8 @@ def _on_remote_storage(frame) -> bool:
 def read_images(frames) -> list[np.ndarray]:
   """`read_image` of every frame: concurrently when they are on remote storage (errors as `read_image`
   raises them, the first in order); one after another from a local disk, where a read is Python work on
-  a small file and threads would only hand the GIL around (the quick start's stage 1 ran 4x slower)."""
+  a small file and threads would only hand the GIL around (the quick start's stage 1: 7 steps/s with the
+  pool, 12 without, over its first 1,600 steps)."""
   global _read_pool
   if len(frames) < 2 or not any(_on_remote_storage(f) for f in frames):
     return [read_image(f) for f in frames]
