@@ -15,13 +15,11 @@ import uuid
 
 from etils import epath
 
+from data_pipelines.paths import is_remote  # also storage.is_remote for its callers
+
 
 class StorageError(RuntimeError):
   """A directory that cannot be used (missing bucket, no write permission)."""
-
-
-def is_remote(path) -> bool:
-  return "://" in os.fspath(path)
 
 
 def as_path(path) -> epath.Path:

@@ -41,6 +41,7 @@ from etils import epath
 from tensorflow_datasets.core import file_adapters
 from tensorflow_datasets.core import writer as tfds_writer
 
+from data_pipelines import paths
 from data_pipelines.training import datasets
 
 __all__ = ["BucketExampleWriter", "PackSequences", "SequenceWork", "UNREADABLE_FILE", "pipeline_options",
@@ -183,7 +184,7 @@ class BucketExampleWriter(tfds_writer.ExampleWriter):
   temporary name tfds renames to the shard's name once it is complete)."""
 
   def write(self, path, examples):
-    if "://" not in os.fspath(path):
+    if not paths.is_remote(path):
       return super().write(path, examples)
     adapter = file_adapters.ADAPTER_FOR_FORMAT[self.file_format]
     with tempfile.TemporaryDirectory(prefix="fartrack_shard_") as folder:

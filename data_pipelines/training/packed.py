@@ -50,6 +50,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from data_pipelines import paths
 from data_pipelines.training import datasets
 from data_pipelines.training.datasets import DatasetError
 from data_pipelines.training.datasets import TrainSequence
@@ -356,7 +357,7 @@ def _finish_in_order_on_buckets():
 
   @contextlib.contextmanager
   def incomplete_dir(dirname, permissions=None, overwrite=False):
-    if "://" not in os.fspath(dirname):
+    if not paths.is_remote(dirname):
       with tfds_incomplete_dir(dirname, permissions=permissions, overwrite=overwrite) as tmp:
         yield tmp
       return

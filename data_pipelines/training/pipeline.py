@@ -25,6 +25,7 @@ import cv2
 import grain
 import numpy as np
 
+from data_pipelines import paths
 from data_pipelines.training import sampler
 
 SKIP_REASONS = ("unreadable_image", "bad_box", "rejected_crop")
@@ -53,7 +54,7 @@ def _on_remote_storage(frame) -> bool:
   """Whether reading `frame` waits on a storage request: a path, or a packed set's frame reference
   (`packed.PackedFrame`: its `source.data_dir`), with a scheme such as gs://."""
   where = frame if isinstance(frame, (str, os.PathLike)) else getattr(getattr(frame, "source", None), "data_dir", "")
-  return "://" in os.fspath(where)
+  return paths.is_remote(where)
 
 
 def read_images(frames) -> list[np.ndarray]:

@@ -53,6 +53,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from data_pipelines import crops
+from data_pipelines import paths
 from data_pipelines.training import packed
 from data_pipelines.training import pipeline
 from data_pipelines.training import processing
@@ -307,7 +308,7 @@ def _describe(specs: np.ndarray) -> str:
 def _encode_frame(task) -> tuple[bytes, tuple[int, int]]:
   """(windows blob, (height, width)) of one frame file; (b"", (0, 0)) when it cannot be read."""
   path, box, specs, quality = task
-  if "://" in path:  # a root on a bucket: the same decoder on the file's bytes
+  if paths.is_remote(path):  # a root on a bucket: the same decoder on the file's bytes
     try:
       data = epath.Path(path).read_bytes()
     except OSError:
