@@ -75,6 +75,20 @@ def last_step_trained(launches: list[dict]) -> int:
   return max((int(l.get("last_step", 0)) for l in launches), default=0)
 
 
+def _sum(launches: list[dict]) -> dict[str, float]:
+  total = dict.fromkeys(BUCKETS, 0.0)
+  for launch in launches:
+    for k, v in launch.get("seconds", {}).items():
+      total[k] = total.get(k, 0.0) + float(v)
+  return total
+
+
+def summed(launches: list[dict], watch: Stopwatch) -> dict[str, float]:
+  """The buckets of `launches` plus this one so far (charged up to now, the rest as `other`), in seconds."""
+  watch.lap("other")
+  return _sum([*launches, {"seconds": watch.seconds}])
+
+
 def record(path, launches: list[dict], watch: Stopwatch, first_step: int, last_step: int, ended: str) -> dict:
   """Writes `goodput.json` at `path`: `launches` plus this one (charged up to now, the rest as `other`), and
   their sum. Returns the summed buckets (seconds)."""
@@ -82,10 +96,7 @@ def record(path, launches: list[dict], watch: Stopwatch, first_step: int, last_s
   this = {"started_at": watch.started_at, "wall_s": sum(watch.seconds.values()), "first_step": first_step,
           "last_step": last_step, "ended": ended, "seconds": dict(watch.seconds)}
   launches = [*launches, this]
-  total = dict.fromkeys(BUCKETS, 0.0)
-  for launch in launches:
-    for k, v in launch.get("seconds", {}).items():
-      total[k] = total.get(k, 0.0) + float(v)
+  total = _sum(launches)
   wall = sum(total.values())
   storage.write_text_atomic(storage.as_path(path), json.dumps(
       {"launches": launches, "total": {"wall_s": wall, "seconds": total,

@@ -244,6 +244,14 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
 
   notice = stopping.PreemptionNotice()
   window_start, window_samples = time.monotonic(), 0
+  batch = metrics = None
+
+  def release() -> None:
+    """Drops the launch's device arrays, compiled steps and data iterators (see `_record_goodput`)."""
+    nonlocal state, metrics, batch, window, unchecked, finite_so_far, train_step, eval_step, train_iter, val_data
+    state = metrics = batch = window = unchecked = finite_so_far = train_step = eval_step = None
+    train_iter = val_data = None
+
   watch.lap("startup")
   try:
     notice.__enter__()
@@ -324,20 +332,25 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
     ended = "finished"
   except Preempted as p:
     recorded = True
-    p.goodput_line = _record_goodput(goodput_path, launches, watch, first_step, step, ended, ckpts, writer)
+    p.goodput_line = _record_goodput(goodput_path, launches, watch, first_step, step, ended, ckpts, writer, release)
     raise
   finally:
     notice.__exit__(None, None, None)
     if not recorded:
-      goodput_line = _record_goodput(goodput_path, launches, watch, first_step, step, ended, ckpts, writer)
+      goodput_line = _record_goodput(goodput_path, launches, watch, first_step, step, ended, ckpts, writer,
+                                     release)
   return TrainResult(step=step, last_metrics=last_metrics, val_metrics=val_metrics,
                      skipped_samples={r: int(n) for r, n in zip(reasons, _sum_over_processes(skipped))},
                      resumed_from=latest, goodput_line=goodput_line)
 
 
-def _record_goodput(path, launches, watch, first_step: int, step: int, ended: str, ckpts, writer) -> str:
-  """Closes the checkpoints (waiting for the last save), then writes this launch's goodput (process 0) to
-  `goodput.json` and TensorBoard; returns the summary line over every launch."""
+def _record_goodput(path, launches, watch, first_step: int, step: int, ended: str, ckpts, writer,
+                    release: Callable[[], None]) -> str:
+  """Ends the launch: closes the checkpoints (waiting for the last save), `release()`s what it holds and
+  closes the metric writer, then writes this launch's goodput (process 0) to TensorBoard and, last,
+  `goodput.json`; returns the summary line over every launch. Freeing the launch's device arrays, compiled
+  steps and data iterators takes time (tenths of a second for a small model, more with data workers), so it
+  happens here, inside the launch's wall time, not after the record when the caller drops them."""
   if ended != "failed":  # a failure is named by the phase it happened in
     peers.progress("closing the checkpoints")
   try:
@@ -345,15 +358,22 @@ def _record_goodput(path, launches, watch, first_step: int, step: int, ended: st
   finally:
     watch.lap("checkpoints")
     line = ""
-    if jax.process_index() == 0:
-      try:
-        total = goodput.record(path, launches, watch, first_step, step, ended)
-        wall = max(sum(total.values()), 1e-9)
-        writer.write_scalars(step, {f"goodput_total/{k}": v / wall for k, v in total.items()})
-        line = goodput.summary(total)
-      except Exception as e:  # pylint: disable=broad-except
-        logger.warning("could not write %s: %s", path, e)
-    writer.flush()
+    try:
+      release()
+    finally:
+      if jax.process_index() == 0:
+        try:
+          total = goodput.summed(launches, watch)
+          wall = max(sum(total.values()), 1e-9)
+          writer.write_scalars(step, {f"goodput_total/{k}": v / wall for k, v in total.items()})
+        except Exception as e:  # pylint: disable=broad-except
+          logger.warning("could not write the goodput to TensorBoard: %s", e)
+      writer.close()
+      if jax.process_index() == 0:
+        try:
+          line = goodput.summary(goodput.record(path, launches, watch, first_step, step, ended))
+        except Exception as e:  # pylint: disable=broad-except
+          logger.warning("could not write %s: %s", path, e)
   return line
 
 
