@@ -2,9 +2,10 @@
 several simulated CPU devices.
 
 Two tiers (markers in pyproject.toml): `python -m pytest -q -m "not slow" tests` is the loop of work (every
-module touched, about 3 minutes on 2 cores); the `slow` tests are the learning run, the tests that start
-several processes or a storage server, and the 8-device subprocess runs. `python -m pytest -q tests` (CI)
-runs both.
+module touched, under 3 minutes on 2 cores, on two pytest-xdist workers: see `pytest_cmdline_main`); the
+`slow` tests are the learning runs, the tests that start several processes or a storage server, the 8-device
+subprocess runs, and the costliest equivalence checks of modules that keep a cheaper test in the fast tier.
+`python -m pytest -q tests` (CI) runs both, one test at a time.
 """
 
 import atexit
@@ -18,6 +19,7 @@ import tempfile
 
 import jax
 import numpy as np
+import pytest
 
 from fartrack_jax import model as model_lib
 
@@ -34,6 +36,25 @@ if not _CACHE:
   atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+FAST_TIER_WORKERS = 2
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+  """The fast tier (`-m "not slow"`) runs on `FAST_TIER_WORKERS` pytest-xdist workers (at most one per CPU)
+  unless `-n` says otherwise (`-n 0`: one process): its tests are single-threaded compiles and tiny steps,
+  so two workers on two cores take about 60 % of the serial time. The full run (CI) stays serial: its
+  multi-process and storage-server tests time themselves and wait on rendezvous that a busy neighbour would
+  slow. Without pytest-xdist installed the fast tier runs serially."""
+  if ("not slow" not in (config.option.markexpr or "") or not config.pluginmanager.hasplugin("xdist")
+      or getattr(config.option, "numprocesses", None) is not None or hasattr(config, "workerinput")
+      or config.option.collectonly or config.getoption("usepdb", False)):
+    return
+  workers = min(FAST_TIER_WORKERS, os.cpu_count() or 1)
+  if workers > 1:
+    config.option.numprocesses, config.option.dist, config.option.tx = workers, "load", ["popen"] * workers
 
 
 def pytest_configure(config):

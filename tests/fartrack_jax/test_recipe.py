@@ -78,6 +78,7 @@ def test_learning_curves_are_what_the_trainer_logged(tmp_path):
     curves.read_scalars(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_quickstart_json_and_the_checkpoint_message(tmp_path):
   from fartrack_jax import convert, torch_io
   config_arg = "--config=configs/fartrack_sparse.py:variant=smoke"

@@ -6,11 +6,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 SCRIPT = os.path.join(ROOT, "scripts", "benchmark_input.py")
 
 
+@pytest.mark.slow
 def test_rows_for_both_pipelines(tmp_path):
   out = tmp_path / "input.json"
   proc = subprocess.run([sys.executable, SCRIPT, "--variant", "smoke", "--workers", "0", "--windows", "2",

@@ -106,6 +106,7 @@ def test_unknown_config_name_is_a_usage_error_naming_it():
   assert "compiling" not in result.stdout  # checked before the first row ran
 
 
+@pytest.mark.slow
 def test_batch_that_does_not_split_over_the_devices_is_a_usage_error():
   result = _script("--configs", "fartrack:smoke", "--batch", "3", devices=2)
   assert result.returncode != 0
@@ -135,6 +136,7 @@ def test_batch_defaults_and_overrides():
   assert train_benchmark.plan_rows(["fartrack_sparse:smoke"])[0].clip_length == 4  # data.search.number
 
 
+@pytest.mark.slow
 def test_stage3_rows_use_the_sparse_modules_loss_and_clip_spec(monkeypatch):
   calls = {}
 

@@ -96,8 +96,9 @@ def single_process(roots, tmp_path_factory):
   return data_dir
 
 
-@pytest.mark.parametrize("fmt,name,unreadable", [("frames", "SYNTHETIC", 1), ("frames", "COCO17", 0),
-                                                 ("crops", "SYNTHETIC", 2)])
+@pytest.mark.parametrize("fmt,name,unreadable", [
+    ("frames", "SYNTHETIC", 1), pytest.param("frames", "COCO17", 0, marks=pytest.mark.slow),
+    pytest.param("crops", "SYNTHETIC", 2, marks=pytest.mark.slow)])
 def test_beam_build_equals_the_single_process_build_record_by_record(roots, single_process, tmp_path, fmt, name,
                                                                      unreadable):
   _beam()
@@ -113,6 +114,7 @@ def test_beam_build_equals_the_single_process_build_record_by_record(roots, sing
                  for p in packed.packed_path(name, data_dir, builder).iterdir())
 
 
+@pytest.mark.slow
 def test_a_bundle_the_runner_retries_leaves_no_duplicate_record(roots, single_process, tmp_path, monkeypatch):
   _beam()
   from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top

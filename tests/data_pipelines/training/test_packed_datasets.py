@@ -127,6 +127,7 @@ def test_record_keys_keep_the_order_and_spread_over_tfds_buckets():
   assert buckets[3] == tfds_shuffle.BUCKETS_NUMBER // 2
 
 
+@pytest.mark.slow
 def test_order_survives_tfds_on_disk_buckets(built, tmp_path, monkeypatch):
   monkeypatch.setattr(tfds_shuffle, "MAX_MEM_BUFFER_SIZE", 0)  # what a dataset over 1 GB goes through
   monkeypatch.setattr(tfds_shuffle, "BUCKETS_NUMBER", 10)  # fewer bucket files (tfds makes 1000): faster

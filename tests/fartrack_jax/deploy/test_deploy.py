@@ -160,6 +160,7 @@ class _JittedNetwork:
     return np.asarray(logits), np.asarray(keep)
 
 
+@pytest.mark.slow
 def test_runtime_template_memory_keeps_only_what_the_selection_can_pick_and_the_boxes_stay():
   # Five template slots (the released models' count), so the exponential selection picks from the middle
   # of the history; the JAX tracker's device memory keeps every template, so it is the unpruned reference.

@@ -177,6 +177,7 @@ def test_long_sequences_keep_the_template_memory_on_the_host_with_the_same_resul
     assert _read(os.path.join(on_host, f"{s.name}.txt")) == _read(os.path.join(on_device, f"{s.name}.txt"))
 
 
+@pytest.mark.slow
 def test_track_video_script_tracks_a_folder_of_images(smoke, tmp_path):
   config, params = smoke
   frames, boxes = synthetic.render_sequence(np.random.default_rng(1), 5, (96, 72))

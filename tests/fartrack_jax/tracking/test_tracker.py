@@ -100,6 +100,7 @@ def test_memory_overflow_is_refused():
     loop.track_sequences(tracker, _sequences(1, [6]))
 
 
+@pytest.mark.slow
 def test_step_jit_equals_eager():
   config, params, tracker = _smoke_tracker(batch=1)
   s = tracker.tc
@@ -207,6 +208,7 @@ def test_stand_in_tracker_keeps_the_box_in_place():
   np.testing.assert_allclose(boxes[1, 2:], [side, side], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_host_template_store_gives_the_device_memorys_boxes():
   # Five templates (the real trackers' count), so the exponential selection and the store's pruning both
   # act: sequences of 30, 6, 1 and 24 frames through 2 slots. The network sees the same uint8 templates

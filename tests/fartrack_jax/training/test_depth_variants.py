@@ -41,6 +41,7 @@ def test_variant_is_the_first_layers_of_the_distilled_model(tmp_path, distilled_
   assert f"layer_{depth}" not in exported and "layer_14" in params
 
 
+@pytest.mark.slow
 def test_sparse_nano_starts_from_the_nano_variant(tmp_path, distilled_tiny):
   config, params, path = distilled_tiny
   out = str(tmp_path / "nano")

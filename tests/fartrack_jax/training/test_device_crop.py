@@ -180,6 +180,7 @@ def test_explicit_channel_average_is_truncated_like_the_original():
   np.testing.assert_array_equal(got[5, 5], [50.0, 50.0, 50.0])
 
 
+@pytest.mark.slow
 def test_jit_and_vmap_match_the_eager_call():
   rng = np.random.default_rng(11)
   sizes = np.array([[40, 52], [64, 30], [17, 64]], np.int32)

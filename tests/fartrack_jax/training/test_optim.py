@@ -92,6 +92,7 @@ def _torch_adamw_step(p, g, lr, wd, b1=0.9, b2=0.999, eps=1e-8):
   return p - lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
+@pytest.mark.slow
 def test_one_update_equals_torch_adamw_per_group_with_clipping():
   config = load_config("fartrack", "smoke")
   config.train.lr, config.train.backbone_multiplier, config.train.weight_decay = 1e-2, 0.1, 0.05

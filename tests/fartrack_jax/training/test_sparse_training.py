@@ -79,6 +79,7 @@ def smoke():
   return config, model, params
 
 
+@pytest.mark.slow
 def test_scanned_explore_equals_the_per_frame_loop(smoke):
   config, model, params = smoke
   batch = _clip_batch(config)
@@ -101,6 +102,7 @@ def test_scanned_explore_equals_the_per_frame_loop(smoke):
     assert masks[k][:, (config.data.template.number - 1) * per_template:].all()
 
 
+@pytest.mark.slow
 def test_remat_changes_neither_loss_nor_gradients(smoke):
   config, model, params = smoke
   batch = _clip_batch(config, seed=3)

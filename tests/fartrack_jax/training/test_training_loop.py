@@ -12,6 +12,7 @@ from tests import train_fakes
 from tests.conftest import ROOT, load_config, run_on_cpu_devices
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_params_as_an_uninterrupted_run(tmp_path):
   data_fn = train_fakes.make_data_fn()
   straight = trainer.train(train_fakes.frame_config(8), str(tmp_path / "a"), data_fn=data_fn, async_checkpoints=False)

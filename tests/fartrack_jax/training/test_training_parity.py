@@ -68,7 +68,8 @@ def _rel(a, b):
 
 
 @pytest.mark.parametrize("stage", [
-    "fartrack", "fartrack_distill", pytest.param("fartrack_sparse", marks=pytest.mark.slow)])
+    "fartrack", pytest.param("fartrack_distill", marks=pytest.mark.slow),
+    pytest.param("fartrack_sparse", marks=pytest.mark.slow)])
 def test_our_train_step_reproduces_the_originals_run(stage):
   meta, got, boxes, params, final = _replay(stage)
   theirs = meta["metrics"]
@@ -98,6 +99,7 @@ def test_fixtures_exercise_a_schedule_drop_and_stay_small():
   assert lrs[0] > lrs[-1]  # the StepLR boundary falls inside the recorded run
 
 
+@pytest.mark.slow
 def test_a_wrong_weight_decay_is_caught():
   def mutate(config):
     config.train.weight_decay = 0.05  # the original's stage 1 uses 1e-4
@@ -106,6 +108,7 @@ def test_a_wrong_weight_decay_is_caught():
   assert worst > PARAM_ATOL
 
 
+@pytest.mark.slow
 def test_a_schedule_boundary_one_epoch_late_is_caught():
   def mutate(config):
     config.train.lr_drop_epoch += 1
@@ -137,7 +140,7 @@ def test_sparse_optimizer_starts_from_the_renormalised_command_rows():
                                                           keepdims=True)
   tx, _ = optim.make_optimizer(config, params)
   grads = jax.tree_util.tree_map(np.zeros_like, params)
-  updates, _ = tx.update(grads, tx.init(params), params)
+  updates, _ = jax.jit(tx.update)(grads, jax.jit(tx.init)(params), params)  # one program, not op by op
   new = np.asarray(params["word_embeddings"] + updates["word_embeddings"])
   # Zero gradient: only the decay acts, on the renormalised rows: norm 1 * (1 - lr * wd).
   np.testing.assert_allclose(np.linalg.norm(new[idx], axis=-1), 1.0 * (1 - 1e-2 * 0.5), rtol=1e-5)
