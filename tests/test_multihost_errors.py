@@ -11,6 +11,7 @@ import pytest
 
 from fartrack_jax import distributed
 from fartrack_jax import storage
+from fartrack_jax.distributed import peers
 from fartrack_jax.training import checkpoint_manager, trainer
 from tests import train_fakes
 from tests.conftest import ROOT, load_config
@@ -62,7 +63,8 @@ def test_disagreeing_num_processes_stops_both(tmp_path):
         p.kill()
 
 
-def test_incomplete_cluster_flags_are_refused():
+def test_incomplete_cluster_flags_are_refused(monkeypatch):
+  monkeypatch.setattr(peers._Alone, "limits", None)  # pylint: disable=protected-access  (restored after)
   with pytest.raises(distributed.DistributedError, match="--num_processes given without --coordinator_address"):
     distributed.initialize("auto", None, 2, None)
   with pytest.raises(distributed.DistributedError, match="--process_id=2 is not in 0..1"):
@@ -70,6 +72,7 @@ def test_incomplete_cluster_flags_are_refused():
   with pytest.raises(distributed.DistributedError, match="contradicts"):
     distributed.initialize("false", "localhost:1", 2, 0)
   assert distributed.initialize("false") is False
+  assert peers._Alone.limits == (600, 1800)  # pylint: disable=protected-access  (the trainer's stall watch)
 
 
 @pytest.mark.slow
@@ -150,6 +153,30 @@ def test_a_fault_in_one_process_is_named_for_what_it_is(tmp_path, data_root, fau
   assert line_0.startswith("error: process 0 of 2: process 1 failed: ") and own in line_0, line_0
   for line in (line_0, line_1):
     assert "start the same launch" not in line.lower(), line
+
+
+@pytest.mark.slow
+def test_a_stalled_single_process_is_named_within_the_stall_timeout(tmp_path, data_root):
+  """One process alone (no peer watcher): its read of batch 4 never returns; the trainer's stall watch
+  prints where the main thread is stuck and ends the run with one error line naming the phase."""
+  stall_s = 10
+  args = [os.path.join(ROOT, "tests", "fault_driver.py"), "--config",
+          os.path.join(ROOT, "configs", "fartrack.py") + ":variant=smoke", "--workdir", str(tmp_path / "w"),
+          "--data-root", f"synthetic={data_root}", "--config.run.max_steps=40",
+          "--config.data.train.sample_per_epoch=256", "--config.train.global_batch_size=8",
+          "--config.run.checkpoint_every_steps=2", "--config.run.val_every_steps=100000",
+          "--distributed=false", f"--stall_timeout_s={stall_s}"]
+  out = subprocess.run([sys.executable, *args], cwd=ROOT, env=dict(os.environ, FARTRACK_FAULT="stall@4:0"),
+                       capture_output=True, text=True, timeout=900)
+  assert out.returncode == 1, out.stderr[-3000:]
+  line = _one_error_line(out.stderr)
+  assert line.startswith("error: process 0 of 1: the run stalled: its training loop has not moved for"), line
+  assert "stuck in reading training batch 4" in line and f"(more than {stall_s} s)" in line, line
+  secs = int(line.split("has not moved for ")[1].split(" s")[0])
+  assert stall_s <= secs <= stall_s + 3, line  # named within the limit plus the watch's one-second poll
+  stack = out.stderr.split("main thread (most recent call last):", 1)[1]
+  assert "in fault" in stack and "time.sleep(3600)" in stack, stack[-2000:]  # where it is stuck
+  assert checkpoint_manager.committed_steps(str(tmp_path / "w")) == [2]  # the steps before the stall kept
 
 
 @pytest.mark.slow

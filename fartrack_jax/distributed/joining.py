@@ -126,6 +126,7 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None, num_p
     if ":" not in coordinator_address:
       raise DistributedError(f"--coordinator_address={coordinator_address!r}: expected HOST:PORT")
   elif mode == "false" or (mode == "auto" and not _environment_wants_distributed()):
+    peers.watch_alone(stall_timeout_s, startup_timeout_s)
     return False
 
   # Only XLA:CPU reads it: the collectives of CPU devices across processes (a rehearsal on one machine).

@@ -9,8 +9,11 @@ other process stops naming it instead of waiting (docs/preemption_and_failures.m
 from __future__ import annotations
 
 import atexit
+import contextlib
+import sys
 import threading
 import time
+import traceback
 
 import jax
 from jax._src import distributed as jax_distributed
@@ -44,6 +47,66 @@ def progress(phase: str, started: bool = False) -> None:
 def current_phase() -> str:
   """The phase this process's training loop is in (`progress`), for naming where a failure happened."""
   return _Progress.phase
+
+
+class _Alone:
+  """The stall limits of a process that runs alone (`watch_alone`), or None when nothing set them."""
+  limits: tuple[float, float] | None = None
+
+
+def watch_alone(stall_timeout_s: float, startup_timeout_s: float) -> None:
+  """A process without peers has no watcher thread of `watch_peers`; with this, each `stall_watch` (the
+  trainer's) names a stalled training loop with these limits, as the peer watcher does in a job of several.
+  The entry points call it (through `joining.initialize`) when they run as one process."""
+  _Alone.limits = (float(stall_timeout_s), float(startup_timeout_s))
+
+
+def _main_thread_stack() -> str:
+  frame = sys._current_frames().get(threading.main_thread().ident)  # pylint: disable=protected-access
+  return "".join(traceback.format_stack(frame)) if frame is not None else "  (not available)\n"
+
+
+@contextlib.contextmanager
+def stall_watch(on_stalled, interval_s: float = 1.0):
+  """While the block runs, in a process alone whose limits `watch_alone` set: a daemon thread calls
+  `on_stalled(line)` (which should end the process) once the training loop's progress (`progress`) has not
+  moved for the stall limit (the start-up limit before its first step), after printing where the main thread
+  is stuck. Only for the block: a process that trains twice (tests, the quick start) is not watched between
+  runs. In a job of several, `watch_peers` does this for every process; here it does nothing."""
+  limits = _Alone.limits
+  if limits is None or jax.process_count() > 1:
+    yield
+    return
+  stall_timeout_s, startup_timeout_s = limits
+  stop = threading.Event()
+  _Progress.started = False  # this run's first step is still to come
+
+  def loop():
+    count, since = _Progress.count, time.monotonic()
+    while not stop.wait(interval_s):
+      now = time.monotonic()
+      if _Progress.count != count:
+        count, since = _Progress.count, now
+        continue
+      started = _Progress.started
+      limit = stall_timeout_s if started else startup_timeout_s
+      if now - since > limit and not stop.is_set():
+        sys.stderr.write("the stalled training loop's main thread (most recent call last):\n"
+                         + _main_thread_stack())
+        sys.stderr.flush()
+        on_stalled(f"the run stalled: its training loop has not moved for {now - since:.0f} s (more than "
+                   f"{limit:g} s{'' if started else ', before its first step'}), stuck in {_Progress.phase}. "
+                   "Look at what it waits for (a data read, the storage, a wedged worker; the stack above); "
+                   "--stall_timeout_s/--startup_timeout_s set the limits, and starting the same command again "
+                   "resumes from the latest checkpoint")
+        return
+
+  thread = threading.Thread(target=loop, name="stall-watch", daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    stop.set()
 
 
 def report_failure(message: str) -> None:

@@ -138,6 +138,18 @@ def train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None
           async_checkpoints: bool = True,
           on_log: Callable[[int, int, dict[str, float]], None] | None = None,
           started_at: float | None = None) -> TrainResult:
+  """`_train` (below), watched for a stalled loop when the process runs alone and its entry point set the
+  limits (`peers.watch_alone`, from `--stall_timeout_s`/`--startup_timeout_s`): the stalled run ends with one
+  `error:` line naming where it is stuck, as a job of several does through its peer watcher."""
+  with peers.stall_watch(stopping.exit_with_failure):
+    return _train(config, workdir, data_fn=data_fn, loss_fn=loss_fn, async_checkpoints=async_checkpoints,
+                  on_log=on_log, started_at=started_at)
+
+
+def _train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=None,
+           async_checkpoints: bool = True,
+           on_log: Callable[[int, int, dict[str, float]], None] | None = None,
+           started_at: float | None = None) -> TrainResult:
   """Trains `config` in `workdir` until `train.epoch` epochs (or `run.max_steps`) are done, resuming from
   the latest checkpoint there. `data_fn(config, workdir, split, per_process_batch, seed, num_examples)`
   and `loss_fn` replace the defaults (tests). `on_log(step, total_steps, scalars)` is called with what is
