@@ -3,6 +3,7 @@
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -151,3 +152,27 @@ def test_stage1_starts_from_mae_weights_in_a_pth_tar(tmp_path):
   # ViT block 0 by index; the extension block is MAE's last block (1), as the original initialises it.
   np.testing.assert_array_equal(params["layer_0"]["attn"]["qkv"]["kernel"], mae["module.blocks.0.attn.qkv.weight"].T)
   np.testing.assert_array_equal(params["layer_1"]["mlp"]["fc2"]["bias"], mae["module.blocks.1.mlp.fc2.bias"])
+
+
+@pytest.mark.slow  # a training run of its own program (the probe metric): 17 s idle
+def test_logged_train_metrics_are_the_means_over_each_logging_window(tmp_path):
+  """`train/<metric>` at a log is the mean of that metric over the steps since the previous log: a probe metric
+  (each batch's mean search pixel, computed again here from the same batches on the host) logged every 3
+  steps. Float32 sums of 3 values: within 1e-6 relative."""
+  config = train_fakes.frame_config(6, log_every_steps=3, checkpoint_every_steps=100)
+  data_fn = train_fakes.make_data_fn()
+  base_loss = trainer.default_loss_fn(config)
+
+  def loss_fn(params, batch, rng):
+    loss, metrics = base_loss(params, batch, rng)
+    return loss, dict(metrics, probe=jnp.mean(batch["search"]))
+
+  logged = {}
+  trainer.train(config, str(tmp_path), data_fn=data_fn, loss_fn=loss_fn, async_checkpoints=False,
+                on_log=lambda step, total, scalars: logged.setdefault(step, scalars))
+  batches = iter(data_fn(config, str(tmp_path), "train", int(config.train.global_batch_size), int(config.seed)))
+  probes = [float(np.mean(next(batches)["search"], dtype=np.float64)) for _ in range(6)]
+  assert sorted(logged) == [3, 6]
+  assert logged[3]["train/probe"] == pytest.approx(np.mean(probes[:3]), rel=1e-6)
+  assert logged[6]["train/probe"] == pytest.approx(np.mean(probes[3:]), rel=1e-6)
+  assert abs(np.mean(probes[:3]) - np.mean(probes[3:])) > 1e-4  # the two windows are told apart
