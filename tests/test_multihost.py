@@ -188,7 +188,13 @@ def test_killed_process_stops_the_others_and_the_launch_resumes(tmp_path, data_r
   print(f"process 0 stopped {stopped_after:.1f} s after process 1 was killed")
   assert procs[0].returncode not in (0, None)
   errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1 and "process 1 has been silent" in errors[0], stderr[-3000:]
+  if procs[0].returncode == -signal.SIGABRT:
+    # The CPU rehearsal's collectives (gloo) can see the dead peer's sockets close first: XLA then aborts the
+    # survivor from C++ within a fraction of a second, before any Python code runs (seen once, in a CI run of 2026-12-02;
+    # a TPU slice's collectives do not go through gloo). Only the watcher's line is ours to check: none here.
+    assert "Fatal Python error: Aborted" in stderr and not errors, stderr[-3000:]
+  else:
+    assert len(errors) == 1 and "process 1 has been silent" in errors[0], stderr[-3000:]
   assert stopped_after < heartbeat_s, stopped_after
 
   finished = checkpoint_manager.TrainCheckpoints(checkpoints_dir, keep=10)
