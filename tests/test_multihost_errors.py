@@ -102,15 +102,19 @@ def test_resume_with_another_model_is_refused_by_name(tmp_path):
     trainer.train(config, workdir, data_fn=train_fakes.make_data_fn(), async_checkpoints=False)
 
 
-def _fault_job(tmp_path, data_root, fault, *more, timeout_s=900):
-  """Both processes of a 2-process smoke run with `fault` (tests/fault_driver.py) injected into process 1;
-  returns [(status, stderr, seconds)] of each."""
-  args = [os.path.join(ROOT, "tests", "fault_driver.py"), "--config",
+def _fault_args(tmp_path, data_root, *more):
+  """tests/fault_driver.py's arguments for a smoke run of 40 steps in `<tmp_path>/w`, a checkpoint every 2."""
+  return [os.path.join(ROOT, "tests", "fault_driver.py"), "--config",
           os.path.join(ROOT, "configs", "fartrack.py") + ":variant=smoke", "--workdir", str(tmp_path / "w"),
           "--data-root", f"synthetic={data_root}", "--config.run.max_steps=40",
           "--config.data.train.sample_per_epoch=256", "--config.train.global_batch_size=8",
-          "--config.run.checkpoint_every_steps=2", "--config.run.val_every_steps=100000",
-          "--heartbeat_timeout_s=60", *more]
+          "--config.run.checkpoint_every_steps=2", "--config.run.val_every_steps=100000", *more]
+
+
+def _fault_job(tmp_path, data_root, fault, *more, timeout_s=900):
+  """Both processes of a 2-process smoke run with `fault` (tests/fault_driver.py) injected into process 1;
+  returns [(status, stderr, seconds)] of each."""
+  args = _fault_args(tmp_path, data_root, "--heartbeat_timeout_s=60", *more)
   jobs = distributed.local_job_commands(2, 4, args, distributed.free_port())
   started = time.monotonic()
   procs = [subprocess.Popen(argv, cwd=ROOT, env=dict(env, FARTRACK_FAULT=fault), stdout=subprocess.DEVNULL,
@@ -160,12 +164,7 @@ def test_a_stalled_single_process_is_named_within_the_stall_timeout(tmp_path, da
   """One process alone (no peer watcher): its read of batch 4 never returns; the trainer's stall watch
   prints where the main thread is stuck and ends the run with one error line naming the phase."""
   stall_s = 10
-  args = [os.path.join(ROOT, "tests", "fault_driver.py"), "--config",
-          os.path.join(ROOT, "configs", "fartrack.py") + ":variant=smoke", "--workdir", str(tmp_path / "w"),
-          "--data-root", f"synthetic={data_root}", "--config.run.max_steps=40",
-          "--config.data.train.sample_per_epoch=256", "--config.train.global_batch_size=8",
-          "--config.run.checkpoint_every_steps=2", "--config.run.val_every_steps=100000",
-          "--distributed=false", f"--stall_timeout_s={stall_s}"]
+  args = _fault_args(tmp_path, data_root, "--distributed=false", f"--stall_timeout_s={stall_s}")
   out = subprocess.run([sys.executable, *args], cwd=ROOT, env=dict(os.environ, FARTRACK_FAULT="stall@4:0"),
                        capture_output=True, text=True, timeout=900)
   assert out.returncode == 1, out.stderr[-3000:]
