@@ -44,9 +44,28 @@ def progress(phase: str, started: bool = False) -> None:
     _Progress.started = True
 
 
+def run_starting() -> None:
+  """Marks the start of a training run: progress in phase `starting`, its first step still to come (a process
+  that trains twice, or a relaunch in the same process, is held to the start-up limit again)."""
+  progress("starting")
+  _Progress.started = False
+
+
 def current_phase() -> str:
   """The phase this process's training loop is in (`progress`), for naming where a failure happened."""
   return _Progress.phase
+
+
+def _stall_limit(started: bool, stall_timeout_s: float, startup_timeout_s: float) -> float:
+  """How long a loop may go without progress: `startup_timeout_s` until its first step, then `stall_timeout_s`."""
+  return stall_timeout_s if started else startup_timeout_s
+
+
+def _not_moved(secs: float, started: bool, phase: str, stall_timeout_s: float, startup_timeout_s: float) -> str:
+  """`has not moved for 62 s (more than 60 s), stuck in <phase>`: how both watchers name a stalled loop."""
+  limit = _stall_limit(started, stall_timeout_s, startup_timeout_s)
+  return (f"has not moved for {secs:.0f} s (more than {limit:g} s{'' if started else ', before its first step'}), "
+          f"stuck in {phase}")
 
 
 class _Alone:
@@ -77,9 +96,7 @@ def stall_watch(on_stalled, interval_s: float = 1.0):
   if limits is None or jax.process_count() > 1:
     yield
     return
-  stall_timeout_s, startup_timeout_s = limits
   stop = threading.Event()
-  _Progress.started = False  # this run's first step is still to come
 
   def loop():
     count, since = _Progress.count, time.monotonic()
@@ -89,13 +106,11 @@ def stall_watch(on_stalled, interval_s: float = 1.0):
         count, since = _Progress.count, now
         continue
       started = _Progress.started
-      limit = stall_timeout_s if started else startup_timeout_s
-      if now - since > limit and not stop.is_set():
+      if now - since > _stall_limit(started, *limits) and not stop.is_set():
         sys.stderr.write("the stalled training loop's main thread (most recent call last):\n"
                          + _main_thread_stack())
         sys.stderr.flush()
-        on_stalled(f"the run stalled: its training loop has not moved for {now - since:.0f} s (more than "
-                   f"{limit:g} s{'' if started else ', before its first step'}), stuck in {_Progress.phase}. "
+        on_stalled(f"the run stalled: its training loop {_not_moved(now - since, started, _Progress.phase, *limits)}. "
                    "Look at what it waits for (a data read, the storage, a wedged worker; the stack above); "
                    "--stall_timeout_s/--startup_timeout_s set the limits, and starting the same command again "
                    "resumes from the latest checkpoint")
@@ -229,7 +244,7 @@ def watch_peers(timeout_s: float, on_lost, interval_s: float = 1.0, stall_timeou
       # for its heartbeat only.
       stuck = [(i, v[2], now - since, v[1] == "1") for i, (v, since) in moved.items()
                if v is not None and v[0] != "0"
-               and now - since > (stall_timeout_s if v[1] == "1" else startup_timeout_s)]
+               and now - since > _stall_limit(v[1] == "1", stall_timeout_s, startup_timeout_s)]
       # A process waiting inside a step is usually waiting for another one's collective: it is named only when
       # no process stuck elsewhere shows up within a grace period (each process's own view of the others'
       # progress lags by up to two polls, so the one that stalled first may cross the limit second).
@@ -237,11 +252,9 @@ def watch_peers(timeout_s: float, on_lost, interval_s: float = 1.0, stall_timeou
       if stuck and not culprits:
         grace = max(5.0, 3 * interval_s)
         culprits = [s for s in stuck
-                    if s[2] > (stall_timeout_s if s[3] else startup_timeout_s) + grace]
+                    if s[2] > _stall_limit(s[3], stall_timeout_s, startup_timeout_s) + grace]
       if culprits:
-        names = "; ".join(f"process {i} has not moved for {secs:.0f} s (more than "
-                          f"{stall_timeout_s if started else startup_timeout_s:g} s"
-                          f"{'' if started else ', before its first step'}), stuck in {phase}"
+        names = "; ".join(f"process {i} {_not_moved(secs, started, phase, stall_timeout_s, startup_timeout_s)}"
                           for i, phase, secs, started in culprits)
         on_lost(f"the job stalled: {names}. Look at that process's log and what it waits for (a data read, "
                 f"the storage, a wedged worker); --stall_timeout_s/--startup_timeout_s set the limits", False)

@@ -160,7 +160,7 @@ def _train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=Non
   from clu import metric_writers, metrics as clu_metrics, periodic_actions  # pylint: disable=g-import-not-at-top
 
   watch = goodput.Stopwatch(started_at)
-  peers.progress("starting")
+  peers.run_starting()
   config = config_lib.validate_config(config)
   # Every process probes the shared workdir (a missing bucket or a read-only one fails here, not at the
   # first checkpoint); process 0 alone writes the shared files.

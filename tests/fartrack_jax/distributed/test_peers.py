@@ -20,6 +20,7 @@ def _watch(seconds, moving_every=None, started=True):
   """Runs a stall_watch block for `seconds`, reporting progress every `moving_every` s; returns its calls."""
   calls = []
   with peers.stall_watch(calls.append, interval_s=0.1):
+    peers.run_starting()  # as the trainer begins a run
     peers.progress("step 1", started=started)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -34,6 +35,7 @@ def test_a_loop_that_stops_is_named_with_its_phase_after_the_stall_limit(limits)
   started = time.monotonic()
   calls = []
   with peers.stall_watch(lambda line: calls.append((time.monotonic() - started, line)), interval_s=0.1):
+    peers.run_starting()
     peers.progress("reading training batch 7", started=True)
     time.sleep(1.2)
   assert len(calls) == 1, calls
