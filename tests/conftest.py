@@ -58,21 +58,24 @@ def pytest_cmdline_main(config):
 
 
 def pytest_configure(config):
-  """The fast tier (`-m "not slow"`) also
-    * hands the compilation cache to the processes its tests start (the scripts, a quick start run twice,
-      8-device subprocesses). Not in the slow tier: there processes of one job would find the cache
-      unevenly (each compiles for its own devices) and one could reach the first collective long before
-      the other, past gloo's 30 s rendezvous on a loaded machine;
-    * compiles with XLA:CPU's backend optimisations off: its programs are compiled once and run for a few
-      steps on tiny shapes, so LLVM's optimisation time is most of their cost (the fartrack training-parity
-      replay: 40 CPU s at the default level, 25 without). The full run (CI) keeps the default, so every test
-      also runs on the code as users compile it. An XLA_FLAGS that already sets the level is kept.
+  """Every run hands this session's compilation cache to the processes its tests start (the scripts, the
+  launches of several processes, a quick start run twice, 8-device subprocesses): a test that relaunches a
+  run, and every test after the first of a config and topology, loads its programs instead of compiling them
+  again. The processes of one job compile the same programs under the same keys (one cache entry serves
+  both), so they find them together.
+
+  The fast tier (`-m "not slow"`) also compiles with XLA:CPU's backend optimisations off: its programs are
+  compiled once and run for a few steps on tiny shapes, so LLVM's optimisation time is most of their cost
+  (the fartrack training-parity replay: 40 CPU s at the default level, 25 without). The full run (CI) keeps
+  the default, so every test also runs on the code as users compile it. An XLA_FLAGS that already sets the
+  level is kept. (The two tiers' programs differ in their options, so they never share entries.)
+
   Runs before any test module is imported, hence before JAX starts its backend, which reads XLA_FLAGS once;
   the processes the tests start inherit both."""
-  if "not slow" not in (config.option.markexpr or ""):
-    return
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  if "not slow" not in (config.option.markexpr or ""):
+    return
   flags = os.environ.get("XLA_FLAGS", "")
   if "xla_backend_optimization_level" not in flags:
     os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
