@@ -93,17 +93,40 @@ def device_batch(local_batch: dict, sharding: NamedSharding) -> dict:
                                 local_batch)
 
 
+# How many metrics the chained step's window can sum (a stage reports about a dozen).
+WINDOW_CAPACITY = 32
+
+
+def new_window(mesh, finite=None) -> dict:
+  """The record the chained train step carries from step to step, on every device (replicated):
+  `finite` (1 until a step is not finite, then 0 for good), `sums` (each metric summed over the steps since
+  the window began, in the order `make_train_step`'s `window_names` gives) and `first_bad` (the step number,
+  loss and gradient norm of the first step that was not finite; step 0 while there is none). `finite` given
+  (the previous window's): a new logging window of the same run. (Zeros, not NaN, for "none": every process
+  must put the same values, and JAX compares them with `==`.)"""
+  replicated = NamedSharding(mesh, P())
+  window = jax.device_put({"sums": np.zeros(WINDOW_CAPACITY, np.float32),
+                           "first_bad": np.zeros(3, np.float32)}, replicated)
+  window["finite"] = jax.device_put(np.float32(1.0), replicated) if finite is None else finite
+  return window
+
+
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, state_sharding, mesh,
-                    lr_schedules: dict[str, optax.Schedule] | None = None, chained: bool = False):
+                    lr_schedules: dict[str, optax.Schedule] | None = None, chained: bool = False,
+                    window_names: list[str] | None = None):
   """`step(state, batch) -> (state, metrics)`, jitted, state donated.
 
   A non-finite loss or gradient leaves the state unchanged (params, optimizer state and step) and reports
   `finite = 0`, so the caller can stop with the last good state still in hand.
 
-  `chained=True`: `step(state, batch, finite_so_far) -> (state, metrics)`, where `finite_so_far` is the
-  previous step's `metrics["finite"]` (a device scalar; 1.0 before the first step). Once a step is not
-  finite, no later step updates the state and every later `finite` is 0, so the host may queue step s+1
-  before it has looked at step s and still stop with the state of the last finite step.
+  `chained=True`, the form the trainer runs: `step(state, batch, window) -> (state, window)`, where `window`
+  is `new_window(mesh)` before the first step and then the previous step's. Once a step is not finite no
+  later step updates the state, and the window keeps which step it was, so the host may queue many steps
+  before it looks and still stop with the state of the last finite step, naming that step. The step's
+  metrics are summed into `window["sums"]` on the devices instead of returned: nothing per step for the host
+  to fetch or add (each output of a step costs a buffer per device at every call). Their names, in the
+  order of the sums, are written into the caller's list `window_names` when the step is traced (before its
+  first call returns).
   """
   lr_schedules = lr_schedules or {}
   data = batch_sharding(mesh)
@@ -125,8 +148,23 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, state_sha
       metrics[f"lr_{name}"] = schedule(state["step"])
     return new, metrics
 
+  def windowed_step(state, batch, window):
+    new, metrics = step(state, batch, window["finite"])
+    names = sorted(metrics)
+    if len(names) > WINDOW_CAPACITY:
+      raise ValueError(f"the train step reports {len(names)} metrics; steps.WINDOW_CAPACITY holds "
+                       f"{WINDOW_CAPACITY}")
+    if window_names is not None:
+      window_names[:] = names
+    values = jnp.stack([jnp.asarray(metrics[k], jnp.float32).reshape(()) for k in names])
+    newly_bad = (window["finite"] > 0) & (metrics["finite"] == 0)
+    this_step = jnp.stack([(state["step"] + 1).astype(jnp.float32), metrics["loss"].astype(jnp.float32),
+                           metrics["grad_norm"].astype(jnp.float32)])
+    return new, {"finite": metrics["finite"], "sums": window["sums"].at[:len(names)].add(values),
+                 "first_bad": jnp.where(newly_bad, this_step, window["first_bad"])}
+
   if chained:
-    return jax.jit(step, in_shardings=(state_sharding, data, replicated),
+    return jax.jit(windowed_step, in_shardings=(state_sharding, data, replicated),
                    out_shardings=(state_sharding, replicated), donate_argnums=(0,))
   return jax.jit(lambda state, batch: step(state, batch), in_shardings=(state_sharding, data),
                  out_shardings=(state_sharding, replicated), donate_argnums=(0,))

@@ -12,13 +12,16 @@ Order of work, so that what can be wrong fails before anything is compiled or tr
      via clu), validation loss every `run.val_every_steps`, an asynchronous checkpoint every
      `run.checkpoint_every_steps` and at the end.
 
-The host never waits for the step it has just queued: it reads and uploads batch s+1 while step s runs, and
-looks at step s's NaN guard after queueing step s+1 (`steps.make_train_step(chained=True)`: once a step is
-not finite no later step changes the state, so the run still stops with the last finite state, naming the
-step). A preemption (SIGTERM to any process, `stopping.PreemptionNotice`) saves the step every process
-agreed on, waits until it is committed and raises `Preempted`. Where the wall time went (start-up, compile,
-input, steps, checkpoints, validation, steps recomputed after a restart) goes to TensorBoard and
-`<workdir>/goodput.json` (`goodput.py`).
+The host never waits for the step it has just queued: it reads and uploads batch s+1 while step s runs (it
+waits for step s-2 to finish, so no more than three batches are ever on the devices: waiting for step s-1
+instead cost a smoke step 3-8 % against a loop that never waits, s-2 0-4 %). The step itself sums the
+logging window's metrics on the devices, and the host reads the NaN guard only where it syncs anyway
+(logs, validation, checkpoints, the end): `steps.make_train_step(chained=True)`: once a step is not finite
+no later step changes the state, and the step's window keeps which step it was, so the run still stops with
+the last finite state, naming the step. A preemption (SIGTERM to any process, `stopping.PreemptionNotice`)
+saves the step every process agreed on, waits until it is committed and raises `Preempted`. Where the wall
+time went (start-up, compile, input, steps, checkpoints, validation, steps recomputed after a restart) goes
+to TensorBoard and `<workdir>/goodput.json` (`goodput.py`).
 
 Each process feeds its own rows of the global batch (grain reads indices `process_index::process_count`);
 `jax.make_array_from_process_local_data` assembles the global arrays.
@@ -34,7 +37,6 @@ import time
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines.training import build, pipeline
@@ -214,7 +216,9 @@ def _train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=Non
     watch.lap("checkpoints")
   del params
 
-  train_step = steps.make_train_step(loss_fn, tx, shardings, mesh, schedules, chained=True)
+  window_names: list[str] = []  # filled when the step is traced: the order of `window["sums"]`
+  train_step = steps.make_train_step(loss_fn, tx, shardings, mesh, schedules, chained=True,
+                                     window_names=window_names)
   eval_step = steps.make_eval_step(loss_fn, shardings, mesh)
   data_sharding = steps.batch_sharding(mesh)
 
@@ -228,12 +232,12 @@ def _train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=Non
                                           every_secs=None))
   reasons = _skip_reasons()
   skipped = np.zeros(len(reasons), np.int64)
-  # The logging window's metrics are summed on the device, one compiled call of a few scalar adds per step,
-  # and fetched once per log as one small tree that clu's `Average` divides by the window's steps. (Built per
-  # step, clu's jnp arithmetic cost ~80 small dispatches a step, as much as a smoke step; fetching every
-  # step's metrics at the log, one transfer per metric and step, cost about 1 ms per step of the window.)
-  add_to_window = jax.jit(lambda sums, step_metrics: jax.tree_util.tree_map(jnp.add, sums, step_metrics))
-  window_sums, window_steps = None, 0
+  # The logging window's metrics are summed on the devices by the step itself and fetched once per log, one
+  # small vector that clu's `Average` divides by the window's steps. (Built per step, clu's jnp arithmetic
+  # cost ~80 small dispatches a step, as much as a smoke step; fetching every step's metrics at the log cost
+  # about 1 ms per step of the window; a separate compiled add per step, and a fetch of the step's NaN
+  # guard, about 0.1 ms each.)
+  window_steps = 0
   last_metrics: dict[str, float] = {}
   val_metrics: dict[str, float] = {}
   meta = {"stage": config.stage, "variant": config.variant, "depth": int(config.model.depth),
@@ -245,29 +249,26 @@ def _train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=Non
   goodput_path = workdir_path / "goodput.json"
   launches = goodput.previous_launches(goodput_path)
   trained_before = goodput.last_step_trained(launches)  # steps up to here are recomputed after a restart
-  finite_so_far = jax.device_put(np.float32(1.0), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-  unchecked = None  # (step, metrics) of the newest step whose NaN guard the host has not looked at yet
+  window = steps.new_window(mesh)
+  previous = []  # the `finite` of the newest steps: the host waits for the one two steps back
   ended, compiled, recorded, goodput_line = "failed", False, False, ""
 
-  def check_finite(step_number: int, step_metrics: dict) -> None:
-    if float(jax.device_get(step_metrics["finite"])) > 0:
+  def check_finite() -> None:
+    finite, (bad_step, loss, grad_norm) = jax.device_get((window["finite"], window["first_bad"]))
+    if float(finite) > 0:
       return
-    loss, grad_norm = jax.device_get((step_metrics["loss"], step_metrics["grad_norm"]))
     raise NonFiniteLossError(
-        f"step {step_number}: loss={float(loss)}, grad_norm={float(grad_norm)} is not finite; stopping. The "
+        f"step {int(bad_step)}: loss={float(loss)}, grad_norm={float(grad_norm)} is not finite; stopping. The "
         f"state was not updated; the last checkpoint is step {ckpts.latest_step()} in {ckpts.directory}")
 
   notice = stopping.PreemptionNotice()
   window_start, window_samples = time.monotonic(), 0
-  batch = metrics = None
+  batch = None
 
   def release() -> None:
     """Drops the launch's device arrays, compiled steps and data iterators (see `_record_goodput`)."""
-    nonlocal state, metrics, batch, window_sums, unchecked, finite_so_far, train_step, eval_step, train_iter
-    nonlocal val_data, add_to_window
-    state = metrics = batch = window_sums = unchecked = finite_so_far = train_step = eval_step = None
-    add_to_window = None
-    train_iter = val_data = None
+    nonlocal state, batch, window, previous, train_step, eval_step, train_iter, val_data
+    state = batch = window = previous = train_step = eval_step = train_iter = val_data = None
 
   watch.lap("startup")
   try:
@@ -288,17 +289,15 @@ def _train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=Non
       watch.lap("input")
       peers.progress(f"step {step + 1}" if compiled else "compiling the training step")
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        state, metrics = train_step(state, batch, finite_so_far)
-      finite_so_far = metrics["finite"]
+        state, window = train_step(state, batch, window)
       if not compiled:
         compiled = True
         watch.lap("compile")
         peers.progress(f"step {step + 1}", started=True)
-      if unchecked is not None:
-        check_finite(*unchecked)  # waits for the previous step while this one runs
+      if len(previous) == 2:
+        previous.pop(0).block_until_ready()  # two steps back, while this one runs
+      previous.append(window["finite"])
       step += 1
-      unchecked = (step, metrics)
-      window_sums = metrics if window_sums is None else add_to_window(window_sums, metrics)
       window_steps += 1
       window_samples += int(config.train.global_batch_size)
       for hook in hooks:
@@ -308,14 +307,14 @@ def _train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=Non
       val_now = step % config.run.val_every_steps == 0 or step == total
       save_now = step % config.run.checkpoint_every_steps == 0 or step == total or preempted
       if log_now or val_now or save_now:
-        check_finite(*unchecked)
-        unchecked = None
+        check_finite()
       watch.lap("recomputed" if step <= trained_before else "steps")
       if log_now:
         job_skipped = _sum_over_processes(skipped)
         elapsed = max(time.monotonic() - window_start, 1e-9)
-        last_metrics = {k: float(clu_metrics.Average(total=np.float32(v), count=window_steps).compute())
-                        for k, v in jax.device_get(window_sums).items()}
+        sums = jax.device_get(window["sums"])
+        last_metrics = {k: float(clu_metrics.Average(total=sums[i], count=window_steps).compute())
+                        for i, k in enumerate(window_names)}
         scalars = {f"train/{k}": v for k, v in last_metrics.items() if k != "finite"}
         scalars["train/samples_per_s"] = window_samples / elapsed
         scalars.update({f"data/skipped_{r}": int(n) for r, n in zip(reasons, job_skipped)})
@@ -323,7 +322,8 @@ def _train(config, workdir: str, *, data_fn: Callable | None = None, loss_fn=Non
         writer.write_scalars(step, scalars)
         if on_log is not None:
           on_log(step, total, scalars)
-        window_sums, window_steps, window_start, window_samples = None, 0, time.monotonic(), 0
+        window = steps.new_window(mesh, finite=window["finite"])
+        window_steps, window_start, window_samples = 0, time.monotonic(), 0
         watch.lap("steps")
       if val_now:
         peers.progress(f"validation at step {step}")

@@ -447,39 +447,37 @@ OVERHEAD_COLUMNS = ("config", "stage", "batch", "dtype", "steps", "windows", "ba
 def overhead_row(row: Row, *, steps_timed: int = 20, warmup: int = 3, fsdp: int = 1, seed: int = 0,
                  loss_fn=None, spec: dict | None = None, windows: int = 1) -> dict:
   """What `trainer.train` adds per step to the jitted step it runs (the NaN guard, metrics, progress,
-  preemption checks, goodput), against a bare loop of the same step fed the same way.
+  preemption checks, goodput), against a bare loop of the same step fed the same way, window by window.
 
-  Bare: `steps_timed` times, upload the host batch (`steps.device_batch`, as the trainer does) and call the
-  chained step of `steps.make_train_step` with the previous step's `finite`; one `block_until_ready` at the
-  end (after `warmup` steps). Trainer: `trainer.train` on the same loss, fed the same host batch by an
-  iterator that repeats it (no input pipeline: its cost is the pipeline's, not the loop's), logging every
-  `steps_timed` steps; the time between consecutive logs after the first (the first window holds the
-  compile), one log included. `windows` windows of `steps_timed` steps each way: each figure is the median
-  over its windows of the mean ms per step in a window (per-step times are not available inside the
-  trainer), so one disturbed window on a shared machine does not decide it."""
+  Trainer: `trainer.train` on the same loss, fed the same host batch by an iterator that repeats it (no input
+  pipeline: its cost is the pipeline's, not the loop's), logging every `steps_timed` steps. Bare: inside
+  the trainer's log callback after each of its first `windows` windows (the first one holds the compile),
+  `steps_timed` times upload the host batch (`steps.device_batch`, as the trainer does) and call the chained
+  step of `steps.make_train_step` (its own copy of the state, compiled in `max(warmup, 1)` steps before the
+  trainer starts), then one
+  `block_until_ready`. Trainer window k: from the return of the callback at log k to the callback at log
+  k+1 (one log's work included). So each bare window is followed by its trainer window, and a machine whose
+  speed drifts (a shared VM's does, by tens of percent within minutes) moves both alike.
+
+  Reported: the median over the windows of each one's mean ms per step, and `overhead_pct`, the median over
+  the pairs of (trainer window / bare window - 1)."""
   import tempfile  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
   from fartrack_jax.training import trainer  # pylint: disable=g-import-not-at-top
   config = row.config
   setup = _step_setup(row, fsdp=fsdp, seed=seed, loss_fn=loss_fn, spec=spec, chained=True)
-  devices, mesh, state, train_step, loss_fn = setup.devices, setup.mesh, setup.state, setup.train_step, setup.loss_fn
+  devices, mesh, train_step, loss_fn = setup.devices, setup.mesh, setup.train_step, setup.loss_fn
   host_batch = random_batch(setup.spec, config, seed)
   data_sharding = steps.batch_sharding(mesh)
-  finite = jax.device_put(np.float32(1.0), NamedSharding(mesh, PartitionSpec()))
-  for _ in range(warmup):
-    state, metrics = train_step(state, steps.device_batch(host_batch, data_sharding), finite)
-    finite = metrics["finite"]
-  jax.block_until_ready((state, finite))  # `finite` alone when --warmup=0
-  bare = []
-  for _ in range(windows):
-    start = time.perf_counter()
-    for _ in range(steps_timed):
-      state, metrics = train_step(state, steps.device_batch(host_batch, data_sharding), finite)
-      finite = metrics["finite"]
-    jax.block_until_ready((state, metrics))
-    bare.append((time.perf_counter() - start) / steps_timed * 1e3)
-  bare_ms = statistics.median(bare)
-  del state
+  bare_run = {"state": setup.state, "window": steps.new_window(mesh)}
+
+  def bare_steps(n: int) -> None:
+    state, window = bare_run["state"], bare_run["window"]
+    for _ in range(n):
+      state, window = train_step(state, steps.device_batch(host_batch, data_sharding), window)
+    jax.block_until_ready((state, window))
+    bare_run.update(state=state, window=window)
+
+  bare_steps(max(warmup, 1))  # compiles
 
   run = config_lib.validate_config(config)
   with run.unlocked():
@@ -499,16 +497,30 @@ def overhead_row(row: Row, *, steps_timed: int = 20, warmup: int = 3, fsdp: int 
     del cfg, workdir, split, per_process_batch, data_seed, num_examples
     return _RepeatBatch(host_batch)
 
-  logged = {}
-  on_log = lambda step, total, scalars: logged.setdefault(step, time.perf_counter())
+  called, returned, bare = {}, {}, []
+
+  def on_log(step, total, scalars):
+    del total
+    if step in called or not any(k.startswith("train/") for k in scalars):
+      return  # the validation at the last step logs too
+    called[step] = time.perf_counter()
+    if step // steps_timed <= windows:
+      start = time.perf_counter()
+      bare_steps(steps_timed)
+      bare.append((time.perf_counter() - start) / steps_timed * 1e3)
+    returned[step] = time.perf_counter()
+
   with tempfile.TemporaryDirectory() as workdir:
     trainer.train(run, workdir, data_fn=data_fn, loss_fn=loss_fn, on_log=on_log)
-  trainer_ms = statistics.median((logged[(k + 1) * steps_timed] - logged[k * steps_timed]) / steps_timed * 1e3
-                                 for k in range(1, windows + 1))
+  bare_run.clear()
+  timed = [(called[(k + 1) * steps_timed] - returned[k * steps_timed]) / steps_timed * 1e3
+           for k in range(1, windows + 1)]
   desc = device_description(devices)
   return {"config": row.name, "variant": config.variant, "stage": config.stage, "batch": row.batch,
-          "dtype": config.dtype, "steps": steps_timed, "windows": windows, "warmup": warmup, "bare_ms": bare_ms,
-          "trainer_ms": trainer_ms, "overhead_pct": 100.0 * (trainer_ms - bare_ms) / bare_ms,
+          "dtype": config.dtype, "steps": steps_timed, "windows": windows, "warmup": warmup,
+          "bare_ms": statistics.median(bare), "trainer_ms": statistics.median(timed),
+          "overhead_pct": statistics.median(100.0 * (t / b - 1.0) for t, b in zip(timed, bare)),
+          "window_bare_ms": bare, "window_trainer_ms": timed,
           "device": desc["device"], "num_devices": desc["num_devices"], "cores": desc["cores"], "fsdp": fsdp,
           "jax": jax.__version__}
 
