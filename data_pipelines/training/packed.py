@@ -230,7 +230,7 @@ def _read_file(path: str) -> tuple[bytes, str | None]:
   """(the file's bytes, None), or (b"", why) when it cannot be read: such a frame is kept as an empty record,
   which training counts as an unreadable image and redraws, as it does on the native root."""
   try:
-    return epath.Path(path).read_bytes(), None
+    return paths.read_bytes(path), None  # a root on a bucket: through etils.epath
   except OSError as e:
     return b"", f"{path}: {e}"
 
