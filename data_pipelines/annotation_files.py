@@ -47,6 +47,8 @@ def _read_text(path: str) -> str:
   except FileNotFoundError:
     raise DatasetError(f"{path}: missing annotation file") from None
   except (OSError, UnicodeDecodeError) as e:
+    if isinstance(e, OSError) and paths.is_storage_failure(path, e):
+      raise  # a failed request to a bucket, not a bad file
     raise DatasetError(f"{path}: cannot read annotation file ({e})") from None
 
 

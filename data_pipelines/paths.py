@@ -79,6 +79,13 @@ def os_errors(path):
     raise kind(f"{os.fspath(path)}: {getattr(e, 'message', e)}") from None
 
 
+def is_storage_failure(path, error: OSError) -> bool:
+  """Whether `error`, raised reading `path`, says nothing about the file itself: a request to remote storage
+  that failed (denied, unavailable, timed out: gfile has already retried it), not a missing object. A reader
+  must not take such a file for a bad one (skip a sequence, store a frame empty) and keep that."""
+  return is_remote(path) and not isinstance(error, (FileNotFoundError, IsADirectoryError, NotADirectoryError))
+
+
 def is_dir(path) -> bool:
   """Whether `path` is a folder (on a bucket: any object under it, or the bucket itself)."""
   if not is_remote(path):

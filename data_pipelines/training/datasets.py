@@ -151,8 +151,8 @@ def build_train_dataset(name: str, root: str, cache_dir: str | None = None) -> T
     if index is None:
       index = reader.scan()
   except OSError as e:  # a storage error outside one sequence's files (those leave out the sequence)
-    raise DatasetError(f"{root}: cannot read the {name} root ({e}); check that this machine can read it"
-                       f"{_LIST_HINT.format(root=root) if paths.is_remote(root) else ''}") from None
+    raise DatasetError(f"{root}: cannot read the {name} root ({e}); check this machine's access to it"
+                       f"{_LIST_HINT.format(root=root) if paths.is_remote(root) else ''} and run again") from None
   if not index.names:
     reasons = "; ".join(f"{k}: {v}" for k, v in list(index.skipped.items())[:3])
     raise DatasetError(f"{root}: no usable {name} sequence ({len(index.skipped)} skipped"

@@ -34,6 +34,10 @@ Deviations, all at build time rather than mid-training:
 - TrackingNet's sequences are sorted by name within each chunk (the original keeps `os.listdir` order).
 - COCO annotations without `iscrowd` count as not crowd (the original would raise).
 
+A root may be on a bucket (`gs://my-bucket/got10k`): every listing and read here goes through
+`data_pipelines/paths.py`, which keeps the plain `os` / `open` calls for a local root and reads a URL through
+etils.epath; the index and the records are the same either way.
+
 A synthetic root may hold `_synthetic_split.txt` (written by `synthetic_train.py`): lines
 `<split> <entry>` (`#` starts a comment). When present, the GOT-10k and LaSOT readers take the split's
 entries from it instead of the packaged split list: 0-based list.txt positions for GOT-10k's `train_full`,
@@ -256,6 +260,8 @@ class _VideoReader:
     try:
       record = self.read(entry)
     except (DatasetError, OSError, UnicodeDecodeError) as e:
+      if isinstance(e, OSError) and paths.is_storage_failure(self.root, e):
+        raise  # a failed request to a bucket: stop the scan rather than leave out (and cache) a good sequence
       return f"unreadable annotation: {e}"
     if isinstance(record, str):
       return record
@@ -344,8 +350,10 @@ def _got10k_object_class(seq_dir: str) -> str | None:
         key, _, value = line.partition(":")
         if key.strip() == "object_class":
           return value.strip() or None
-  except (OSError, UnicodeDecodeError):
-    pass  # the original falls back to no class as well
+  except (OSError, UnicodeDecodeError) as e:
+    if isinstance(e, OSError) and paths.is_storage_failure(seq_dir, e):
+      raise
+    # the original falls back to no class as well
   return None
 
 
@@ -472,6 +480,8 @@ class _Coco:
       images = {image["id"]: image for image in data["images"]}
       categories = {cat["id"]: cat for cat in data.get("categories", [])}
     except (OSError, ValueError, KeyError, TypeError) as e:
+      if isinstance(e, OSError) and paths.is_storage_failure(self.json_path, e):
+        raise
       raise DatasetError(f"{self.json_path}: not a COCO instances file ({type(e).__name__}: {e})") from None
     present = set(paths.listdir(self.image_dir))
     records, skipped = [], {}
