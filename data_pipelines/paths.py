@@ -76,7 +76,8 @@ def os_errors(path):
     kind = (FileNotFoundError if isinstance(e, errors.NotFoundError) else
             PermissionError if isinstance(e, (errors.PermissionDeniedError, errors.UnauthenticatedError)) else
             OSError)
-    raise kind(f"{os.fspath(path)}: {getattr(e, 'message', e)}") from None
+    # One line: gfile's messages may hold the server's answer over several.
+    raise kind(f"{os.fspath(path)}: {' '.join(str(getattr(e, 'message', e)).split())}") from None
 
 
 def is_storage_failure(path, error: OSError) -> bool:

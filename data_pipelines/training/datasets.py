@@ -141,7 +141,11 @@ def build_train_dataset(name: str, root: str, cache_dir: str | None = None) -> T
     if cache_dir is not None:
       cache_dir = paths.normalize(cache_dir)
       # Made before the fingerprint is taken: a cache folder inside the root must not stale its own file.
-      index_cache.make_folder(cache_dir)
+      try:
+        index_cache.make_folder(cache_dir)
+      except OSError as e:
+        raise DatasetError(f"{cache_dir}: cannot make the index cache folder ({e}); give a folder this "
+                           f"machine can write (--cache-dir)") from None
       path = index_cache.cache_file(cache_dir, name, root, reader.selection())
     # Taken before scanning: a change during the scan makes the next start scan again.
     head = index_cache.header(name, root, reader.fingerprint())
@@ -151,8 +155,9 @@ def build_train_dataset(name: str, root: str, cache_dir: str | None = None) -> T
     if index is None:
       index = reader.scan()
   except OSError as e:  # a storage error outside one sequence's files (those leave out the sequence)
-    raise DatasetError(f"{root}: cannot read the {name} root ({e}); check this machine's access to it"
-                       f"{_LIST_HINT.format(root=root) if paths.is_remote(root) else ''} and run again") from None
+    hint = f" (gcloud storage ls {root})" if paths.is_remote(root) else ""
+    raise DatasetError(f"{root}: cannot read the {name} root ({e}); check this machine's access to it{hint} "
+                       "and run again") from None
   if not index.names:
     reasons = "; ".join(f"{k}: {v}" for k, v in list(index.skipped.items())[:3])
     raise DatasetError(f"{root}: no usable {name} sequence ({len(index.skipped)} skipped"
@@ -167,9 +172,6 @@ def build_train_dataset(name: str, root: str, cache_dir: str | None = None) -> T
     logger.warning("%s: left out %d of %d sequences (e.g. %s); all in TrainDataset.skipped", name,
                    len(dataset.skipped), len(dataset.skipped) + len(dataset), examples)
   return dataset
-
-
-_LIST_HINT = " (gcloud storage ls {root})"
 
 
 def _check_root(name: str, root: str) -> None:
