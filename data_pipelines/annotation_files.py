@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 
+from data_pipelines import paths
+
 _SEPARATOR = re.compile(r"\s*,\s*|\s+")
 
 
@@ -28,19 +30,26 @@ def _numbered_lines(path: str, text: str | None = None) -> list[tuple[int, str, 
   """(1-based line number, line, fields) of every line that holds data (of `text`, read from `path` unless
   given)."""
   if text is None:
-    try:
-      with open(path, encoding="utf-8") as f:
-        text = f.read()
-    except FileNotFoundError:
-      raise DatasetError(f"{path}: missing annotation file") from None
-    except (OSError, UnicodeDecodeError) as e:
-      raise DatasetError(f"{path}: cannot read annotation file ({e})") from None
+    text = _read_text(path)
   out = []
   for number, line in enumerate(text.splitlines(), start=1):
     line = line.split("#", 1)[0].strip()
     if line:
       out.append((number, line, _SEPARATOR.split(line)))
   return out
+
+
+def _read_text(path: str) -> str:
+  """The file's text (local, or on a bucket through etils.epath); DatasetError when it is missing or
+  unreadable."""
+  try:
+    return paths.read_text(path)
+  except FileNotFoundError:
+    raise DatasetError(f"{path}: missing annotation file") from None
+  except (OSError, UnicodeDecodeError) as e:
+    if isinstance(e, OSError) and paths.is_storage_failure(path, e):
+      raise  # a failed request to a bucket, not a bad file
+    raise DatasetError(f"{path}: cannot read annotation file ({e})") from None
 
 
 def _to_float(path: str, number: int, line: str, field: str) -> float:
@@ -69,7 +78,10 @@ def _loadtxt_boxes(path: str, text: str | None = None) -> np.ndarray | None:
 
 def read_boxes(path: str, text: str | None = None) -> np.ndarray:
   """Box file, one `x y w h` per line -> [N, 4] float64, values as written (no coordinate shift). `text`:
-  the file's contents, already read (from a bucket); `path` then only names it in errors."""
+  the file's contents, already read; `path` then only names it in errors. A path on a bucket (`gs://...`) is
+  read through etils.epath."""
+  if text is None and paths.is_remote(path):
+    text = _read_text(path)
   boxes = _loadtxt_boxes(path, text)
   if boxes is not None:
     return boxes
@@ -82,11 +94,12 @@ def read_boxes(path: str, text: str | None = None) -> np.ndarray:
   return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
 
 
-def read_labels(path: str) -> np.ndarray:
+def read_labels(path: str, text: str | None = None) -> np.ndarray:
   """Per-frame label file -> [N] float64. Values may sit one per line (GOT-10k's absence.label and
-  cover.label) or all on one comma-separated line (LaSOT's full_occlusion.txt and out_of_view.txt)."""
+  cover.label) or all on one comma-separated line (LaSOT's full_occlusion.txt and out_of_view.txt). `text`:
+  the file's contents, already read (`read_boxes`' `text`); a path on a bucket is read through etils.epath."""
   values = []
-  for number, line, fields in _numbered_lines(path):
+  for number, line, fields in _numbered_lines(path, text):
     values.extend(_to_float(path, number, line, field) for field in fields)
   return np.asarray(values, dtype=np.float64)
 

@@ -10,7 +10,9 @@ every frame cut into small JPEG windows around its target at the resolution the 
 --num-workers processes; tfds shows a progress bar over the frames.
 
 --dataset is one of the training names (`data_pipelines.training.datasets.TRAIN_NAMES`: GOT10K_vottrain,
-LASOT, TRACKINGNET, COCO17, ...); --root is the folder `build_train_dataset` reads for it. The result is
+LASOT, TRACKINGNET, COCO17, ...); --root is the folder `build_train_dataset` reads for it, local or on a bucket
+(gs://BUCKET/lasot: listed and read through etils.epath, its index cached in --cache-dir or, without it, in
+~/.cache/fartrack_jax/index_cache; see docs/beam.md). The result is
 `<data-dir>/tracking_frames/<dataset, lower-cased>/1.0.0/`, read back by
 `data_pipelines.training.packed.open_packed_datasets(names, data_dir)` without TensorFlow. A bad root fails
 with the reader's error before anything is written; tfds writes into a temporary folder renamed when the
@@ -45,12 +47,13 @@ from fartrack_jax import cli
 
 _DATASET = flags.DEFINE_enum("dataset", None, list(datasets.TRAIN_NAMES), "Training dataset to pack.",
                              required=True)
-_ROOT = flags.DEFINE_string("root", None, "The dataset's native root folder (as build_train_dataset reads it).",
-                            required=True)
+_ROOT = flags.DEFINE_string("root", None, "The dataset's native root folder (as build_train_dataset reads it): "
+                            "local, or on a bucket (gs://BUCKET/got10k), read through etils.epath.", required=True)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data folder to write the packed dataset into.",
                                 required=True)
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Folder of the reader's index cache (optional; saves "
-                                 "scanning the root again).")
+                                 "scanning the root again). May be a bucket (what a remote Beam runner's workers "
+                                 "read). A --root on a bucket without it: ~/.cache/fartrack_jax/index_cache.")
 _FORMAT = flags.DEFINE_enum("format", "frames", ["frames", "crops"], "frames: the image files as they are "
                             "(any stage, crops exact); crops: pre-cut windows for the stage 1/2 crops of --config "
                             "(run.data_path=precropped).")

@@ -11,9 +11,10 @@ What a worker does per sequence is what the single-process build does (`packed.f
 record by record; tfds' BeamWriter sorts them into shards by key (the builders disable shuffling).
 
 - Workers rebuild the native dataset from (training name, root, index cache) once each (`DoFn.setup`), so the
-  root and --cache-dir must be visible to every worker under the same path (a local folder for the
-  DirectRunner; a shared mount on a cluster). The pipeline itself carries only sequence indices and the
-  record layout.
+  root and --cache-dir must be visible to every worker under the same path: a local folder for the
+  DirectRunner; a bucket (`gs://...`, read through etils.epath) or a shared mount on a cluster. With
+  `--cache-dir gs://...` the workers read the index the launcher wrote instead of each scanning the root. The
+  pipeline itself carries only sequence indices and the record layout.
 - Shards: tfds writes each through `ExampleWriter.write(temporary name)`, then renames it to its final name;
   array_record writes local files only, so `BucketExampleWriter` writes a shard to a worker-local temporary
   file and copies it through etils.epath to the temporary name on a bucket. A bundle the runner retries

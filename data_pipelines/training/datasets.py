@@ -6,6 +6,10 @@
                                     cache_dir=".../index_cache")
     seq = datasets[0].sequence(0)   # TrainSequence: frames, boxes, valid, visible, is_video, ...
 
+A root may be a bucket (`gs://my-bucket/got10k`): it is listed and read through etils.epath (`paths.py`), its
+frames are `gs://...` paths, which `pipeline.read_image` reads the same way; its index is cached on this
+machine (`index_cache.DEFAULT_DIR`) unless `cache_dir` says where.
+
 The layouts, the split lists and the visibility rules are in `layouts.py`; the on-disk index cache and its
 invalidation rule in `index_cache.py`. Everything that can be wrong with a root (missing, wrong layout,
 split lists that do not fit it, no usable sequence) raises `DatasetError` here, when the datasets are
@@ -26,6 +30,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from data_pipelines import paths
 from data_pipelines.annotation_files import DatasetError
 from data_pipelines.training import index_cache
 from data_pipelines.training import layouts
@@ -121,27 +126,38 @@ def _layout(name: str) -> layouts.Layout:
 
 
 def build_train_dataset(name: str, root: str, cache_dir: str | None = None) -> TrainDataset:
-  """Reads training name `name` (one of TRAIN_NAMES) from `root`, through the index cache in `cache_dir`
-  when given (see index_cache.py); DatasetError when the root is missing, has not the layout, or yields
-  no usable sequence."""
+  """Reads training name `name` (one of TRAIN_NAMES) from `root` (a folder, or a bucket: `gs://...`),
+  through the index cache in `cache_dir` when given (see index_cache.py; a folder or a bucket); a root on a
+  bucket without `cache_dir` is cached in `index_cache.DEFAULT_DIR` on this machine. DatasetError when the
+  root is missing or unreadable, has not the layout, or yields no usable sequence."""
   _layout(name)
-  root = os.path.abspath(os.path.expanduser(os.fspath(root)))
-  if not os.path.isdir(root):
-    raise DatasetError(f"{root}: missing {name} root folder")
-  reader = layouts.make_reader(name, root)
-  path = None
-  if cache_dir is not None:
-    cache_dir = os.path.abspath(os.path.expanduser(os.fspath(cache_dir)))
-    # Made before the fingerprint is taken: a cache folder inside the root must not stale its own file.
-    os.makedirs(cache_dir, exist_ok=True)
-    path = index_cache.cache_file(cache_dir, name, root, reader.selection())
-  # Taken before scanning: a change during the scan makes the next start scan again.
-  head = index_cache.header(name, root, reader.fingerprint())
-  index = index_cache.load(path, head) if path else None
-  from_cache = index is not None
-  started = time.monotonic()
-  if index is None:
-    index = reader.scan()
+  root = paths.normalize(root)
+  if cache_dir is None and paths.is_remote(root):
+    cache_dir = index_cache.DEFAULT_DIR  # scanning a bucket is one request per file: do it once
+  try:
+    _check_root(name, root)
+    reader = layouts.make_reader(name, root)
+    path = None
+    if cache_dir is not None:
+      cache_dir = paths.normalize(cache_dir)
+      # Made before the fingerprint is taken: a cache folder inside the root must not stale its own file.
+      try:
+        index_cache.make_folder(cache_dir)
+      except OSError as e:
+        raise DatasetError(f"{cache_dir}: cannot make the index cache folder ({e}); give a folder this "
+                           f"machine can write (--cache-dir)") from None
+      path = index_cache.cache_file(cache_dir, name, root, reader.selection())
+    # Taken before scanning: a change during the scan makes the next start scan again.
+    head = index_cache.header(name, root, reader.fingerprint())
+    index = index_cache.load(path, head) if path else None
+    from_cache = index is not None
+    started = time.monotonic()
+    if index is None:
+      index = reader.scan()
+  except OSError as e:  # a storage error outside one sequence's files (those leave out the sequence)
+    hint = f" (gcloud storage ls {root})" if paths.is_remote(root) else ""
+    raise DatasetError(f"{root}: cannot read the {name} root ({e}); check this machine's access to it{hint} "
+                       "and run again") from None
   if not index.names:
     reasons = "; ".join(f"{k}: {v}" for k, v in list(index.skipped.items())[:3])
     raise DatasetError(f"{root}: no usable {name} sequence ({len(index.skipped)} skipped"
@@ -156,6 +172,21 @@ def build_train_dataset(name: str, root: str, cache_dir: str | None = None) -> T
     logger.warning("%s: left out %d of %d sequences (e.g. %s); all in TrainDataset.skipped", name,
                    len(dataset.skipped), len(dataset.skipped) + len(dataset), examples)
   return dataset
+
+
+def _check_root(name: str, root: str) -> None:
+  """DatasetError when the root folder is not there: on a bucket, saying whether the bucket itself is."""
+  if paths.is_dir(root):
+    return
+  if not paths.is_remote(root):
+    raise DatasetError(f"{root}: missing {name} root folder")
+  scheme, _, rest = root.partition("://")
+  bucket = f"{scheme}://{rest.split('/', 1)[0]}"
+  if bucket != root and not paths.is_dir(bucket):
+    raise DatasetError(f"{root}: missing {name} root folder: the bucket {bucket} does not exist or this "
+                       f"machine's credentials cannot read it (gcloud storage ls {bucket})")
+  raise DatasetError(f"{root}: missing {name} root folder: nothing is stored under it (gcloud storage ls "
+                     f"{bucket}/ shows what is)")
 
 
 def build_train_datasets(names: Sequence[str], roots: Mapping[str, str],

@@ -34,6 +34,10 @@ Deviations, all at build time rather than mid-training:
 - TrackingNet's sequences are sorted by name within each chunk (the original keeps `os.listdir` order).
 - COCO annotations without `iscrowd` count as not crowd (the original would raise).
 
+A root may be on a bucket (`gs://my-bucket/got10k`): every listing and read here goes through
+`data_pipelines/paths.py`, which keeps the plain `os` / `open` calls for a local root and reads a URL through
+etils.epath; the index and the records are the same either way.
+
 A synthetic root may hold `_synthetic_split.txt` (written by `synthetic_train.py`): lines
 `<split> <entry>` (`#` starts a comment). When present, the GOT-10k and LaSOT readers take the split's
 entries from it instead of the packaged split list: 0-based list.txt positions for GOT-10k's `train_full`,
@@ -46,12 +50,14 @@ import concurrent.futures
 import csv
 import dataclasses
 import functools
+import io
 import json
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
+from data_pipelines import paths
 from data_pipelines.annotation_files import DatasetError
 from data_pipelines.annotation_files import read_boxes
 from data_pipelines.annotation_files import read_labels
@@ -149,18 +155,15 @@ def _assemble(records: Sequence[_Record], skipped: dict[str, str], is_video: boo
                visible=cat("visible", (0,), bool), skipped=dict(skipped))
 
 
-def _stat(path: str) -> list[int] | None:
-  """[mtime_ns, size] of a file or folder, None when it does not exist (part of a cache fingerprint)."""
-  try:
-    st = os.stat(path)
-  except OSError:
-    return None
-  return [st.st_mtime_ns, st.st_size]
+def _stat(path: str) -> list | None:
+  """What changes with a file or folder (`paths.stamp`: [mtime_ns, size] locally), None when it does not
+  exist (part of a cache fingerprint)."""
+  return paths.stamp(path)
 
 
 def _read_synthetic_split(path: str, split: str) -> list[str]:
   entries = []
-  with open(path, encoding="utf-8") as f:
+  with io.StringIO(paths.read_text(path)) as f:
     for number, line in enumerate(f, start=1):
       line = line.split("#", 1)[0].strip()
       if not line:
@@ -179,8 +182,8 @@ def _read_synthetic_split(path: str, split: str) -> list[str]:
 def split_entries(root: str, split: str, packaged_file: str) -> tuple[list[str], str]:
   """The split's entries and the file they came from: `<root>/_synthetic_split.txt` when present, else
   the packaged copy of the original's split list."""
-  synthetic = os.path.join(root, SYNTHETIC_SPLIT)
-  if os.path.isfile(synthetic):
+  synthetic = paths.join(root, SYNTHETIC_SPLIT)
+  if paths.is_file(synthetic):
     return _read_synthetic_split(synthetic, split), synthetic
   return packaged_split(packaged_file), os.path.join(SPLITS_DIR, packaged_file)
 
@@ -192,14 +195,14 @@ def packaged_split(file_name: str) -> list[str]:
 
 
 def _is_file(path: str) -> bool:
-  return os.path.isfile(path)
+  return paths.is_file(path)
 
 
 def _missing_frame(folder: str, frame_format: str, first: int, count: int) -> str | None:
   """The first or last frame file when it is missing; the frames between are not checked (one
   directory listing per sequence would be 1.4M names for GOT-10k)."""
   for number in (first, first + count - 1):
-    path = os.path.join(folder, frame_format.format(number))
+    path = paths.join(folder, frame_format.format(number))
     if not _is_file(path):
       return f"missing frame file {path} ({count} boxes)"
   return None
@@ -208,14 +211,14 @@ def _missing_frame(folder: str, frame_format: str, first: int, count: int) -> st
 def _read_flags(path: str) -> np.ndarray:
   """`read_labels`, about 10x faster on well-formed files (one value per line, or one comma-separated
   line); anything else goes through `read_labels`, which reads it or names the bad line."""
+  text = None
   try:
-    with open(path, encoding="utf-8") as f:
-      text = f.read()
+    text = paths.read_text(path)
     if "#" not in text:
       return np.array(text.split() if "," not in text else text.strip().split(","), np.float64)
   except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
     pass
-  return read_labels(path)
+  return read_labels(path, text)
 
 
 def _flags_clear(values: np.ndarray) -> np.ndarray:
@@ -257,6 +260,8 @@ class _VideoReader:
     try:
       record = self.read(entry)
     except (DatasetError, OSError, UnicodeDecodeError) as e:
+      if isinstance(e, OSError) and paths.is_storage_failure(self.root, e):
+        raise  # a failed request to a bucket: stop the scan rather than leave out (and cache) a good sequence
       return f"unreadable annotation: {e}"
     if isinstance(record, str):
       return record
@@ -282,16 +287,17 @@ class _Got10k(_VideoReader):
 
   def __init__(self, root: str, layout: Layout):
     super().__init__(root, layout)
-    split_dir = os.path.join(root, layout.subdir)
-    if not os.path.isfile(os.path.join(split_dir, "list.txt")):
-      if os.path.isfile(os.path.join(root, "list.txt")):
+    split_dir = paths.join(root, layout.subdir)
+    if not paths.is_file(paths.join(split_dir, "list.txt")):
+      if paths.is_file(paths.join(root, "list.txt")):
         split_dir = root  # the original's got10k_dir points at the split folder itself
       else:
-        raise DatasetError(f"{os.path.join(split_dir, 'list.txt')}: missing GOT-10k sequence list "
+        raise DatasetError(f"{paths.join(split_dir, 'list.txt')}: missing GOT-10k sequence list "
                            f"(expected {split_dir}/list.txt and {split_dir}/{_GOT10K_FILES})")
     self.split_dir = split_dir
-    self.list_path = os.path.join(split_dir, "list.txt")
-    with open(self.list_path, encoding="utf-8", newline="") as f:
+    self.list_path = paths.join(split_dir, "list.txt")
+    # As open(newline=""), which csv asks for: the bytes' own line ends.
+    with io.StringIO(paths.read_bytes(self.list_path).decode("utf-8"), newline="") as f:
       listed = [row[0].strip() for row in csv.reader(f) if row and row[0].strip()]
     if layout.split is None:
       self.names, self.split_source = listed, None
@@ -321,10 +327,10 @@ class _Got10k(_VideoReader):
     return self.names
 
   def read(self, name: str) -> _Record | str:
-    seq_dir = os.path.join(self.split_dir, name)
-    boxes = read_boxes(os.path.join(seq_dir, "groundtruth.txt")).astype(np.float32)
-    absence = _read_flags(os.path.join(seq_dir, "absence.label"))
-    cover = _read_flags(os.path.join(seq_dir, "cover.label"))
+    seq_dir = paths.join(self.split_dir, name)
+    boxes = read_boxes(paths.join(seq_dir, "groundtruth.txt")).astype(np.float32)
+    absence = _read_flags(paths.join(seq_dir, "absence.label"))
+    cover = _read_flags(paths.join(seq_dir, "cover.label"))
     for what, values in (("absence.label", absence), ("cover.label", cover)):
       if len(values) != len(boxes):
         return f"{len(values)} values in {what} for {len(boxes)} boxes"
@@ -333,19 +339,21 @@ class _Got10k(_VideoReader):
     missing = valid.any() and _missing_frame(seq_dir, self.frame_format, self.first_frame, len(boxes))
     if missing:
       return missing
-    return _Record(name, os.path.relpath(seq_dir, self.root), _got10k_object_class(seq_dir), boxes, valid,
+    return _Record(name, paths.relative(seq_dir, self.root), _got10k_object_class(seq_dir), boxes, valid,
                    visible)
 
 
 def _got10k_object_class(seq_dir: str) -> str | None:
   try:
-    with open(os.path.join(seq_dir, "meta_info.ini"), encoding="utf-8") as f:
+    with io.StringIO(paths.read_text(paths.join(seq_dir, "meta_info.ini"))) as f:
       for line in f:
         key, _, value = line.partition(":")
         if key.strip() == "object_class":
           return value.strip() or None
-  except (OSError, UnicodeDecodeError):
-    pass  # the original falls back to no class as well
+  except (OSError, UnicodeDecodeError) as e:
+    if isinstance(e, OSError) and paths.is_storage_failure(seq_dir, e):
+      raise
+    # the original falls back to no class as well
   return None
 
 
@@ -355,8 +363,8 @@ class _Lasot(_VideoReader):
   def __init__(self, root: str, layout: Layout):
     super().__init__(root, layout)
     self.names, self.split_source = split_entries(root, layout.split, "lasot_train_split.txt")
-    self.class_dirs = sorted({os.path.join(root, name.split("-")[0]) for name in self.names})
-    if not any(os.path.isdir(d) for d in self.class_dirs):
+    self.class_dirs = sorted({paths.join(root, name.split("-")[0]) for name in self.names})
+    if not any(paths.is_dir(d) for d in self.class_dirs):
       raise DatasetError(f"{root}: none of the {len(self.class_dirs)} LaSOT training class folders "
                          f"(expected {root}/{_LASOT_FILES}, e.g. {root}/{self.names[0].split('-')[0]}/"
                          f"{self.names[0]})")
@@ -375,22 +383,22 @@ class _Lasot(_VideoReader):
     if len(parts) < 2:
       return "sequence name is not <class>-<n>"
     class_name, number = parts[0], parts[1]  # the original's _get_sequence_path
-    seq_dir = os.path.join(self.root, class_name, f"{class_name}-{number}")
-    if not os.path.isdir(seq_dir):
+    seq_dir = paths.join(self.root, class_name, f"{class_name}-{number}")
+    if not paths.is_dir(seq_dir):
       return f"missing sequence folder {seq_dir}"
-    boxes = read_boxes(os.path.join(seq_dir, "groundtruth.txt")).astype(np.float32)
-    occlusion = _read_flags(os.path.join(seq_dir, "full_occlusion.txt"))
-    out_of_view = _read_flags(os.path.join(seq_dir, "out_of_view.txt"))
+    boxes = read_boxes(paths.join(seq_dir, "groundtruth.txt")).astype(np.float32)
+    occlusion = _read_flags(paths.join(seq_dir, "full_occlusion.txt"))
+    out_of_view = _read_flags(paths.join(seq_dir, "out_of_view.txt"))
     for what, values in (("full_occlusion.txt", occlusion), ("out_of_view.txt", out_of_view)):
       if len(values) != len(boxes):
         return f"{len(values)} values in {what} for {len(boxes)} boxes"
     valid = _valid(boxes)
     visible = _flags_clear(occlusion) & _flags_clear(out_of_view) & valid
-    frame_dir = os.path.join(seq_dir, "img")
+    frame_dir = paths.join(seq_dir, "img")
     missing = valid.any() and _missing_frame(frame_dir, self.frame_format, self.first_frame, len(boxes))
     if missing:
       return missing
-    return _Record(name, os.path.relpath(frame_dir, self.root), class_name, boxes, valid, visible)
+    return _Record(name, paths.relative(frame_dir, self.root), class_name, boxes, valid, visible)
 
 
 @functools.lru_cache(maxsize=1)
@@ -407,8 +415,8 @@ class _TrackingNet(_VideoReader):
 
   def __init__(self, root: str, layout: Layout):
     super().__init__(root, layout)
-    self.anno_dirs = [os.path.join(root, f"TRAIN_{k}", "anno") for k in TRACKINGNET_CHUNKS]
-    missing = [d for d in self.anno_dirs if not os.path.isdir(d)]
+    self.anno_dirs = [paths.join(root, f"TRAIN_{k}", "anno") for k in TRACKINGNET_CHUNKS]
+    missing = [d for d in self.anno_dirs if not paths.is_dir(d)]
     if missing:
       what = "none" if len(missing) == len(self.anno_dirs) else f"{len(missing)}"
       raise DatasetError(f"{root}: {what} of the TrackingNet training chunks' annotation folders are missing "
@@ -421,7 +429,7 @@ class _TrackingNet(_VideoReader):
   def entries(self) -> list[tuple[int, str]]:
     out = []
     for k, anno_dir in zip(TRACKINGNET_CHUNKS, self.anno_dirs):
-      out.extend((k, name) for name in sorted(os.path.splitext(f)[0] for f in os.listdir(anno_dir)
+      out.extend((k, name) for name in sorted(os.path.splitext(f)[0] for f in paths.listdir(anno_dir)
                                               if f.endswith(".txt")))
     return out
 
@@ -430,13 +438,13 @@ class _TrackingNet(_VideoReader):
 
   def read(self, entry: tuple[int, str]) -> _Record | str:
     chunk, name = entry
-    boxes = read_boxes(os.path.join(self.root, f"TRAIN_{chunk}", "anno", f"{name}.txt")).astype(np.float32)
+    boxes = read_boxes(paths.join(self.root, f"TRAIN_{chunk}", "anno", f"{name}.txt")).astype(np.float32)
     valid = _valid(boxes)
-    frame_dir = os.path.join(self.root, f"TRAIN_{chunk}", "frames", name)
+    frame_dir = paths.join(self.root, f"TRAIN_{chunk}", "frames", name)
     missing = valid.any() and _missing_frame(frame_dir, self.frame_format, self.first_frame, len(boxes))
     if missing:
       return missing
-    return _Record(name, os.path.relpath(frame_dir, self.root), trackingnet_classes().get(name), boxes, valid,
+    return _Record(name, paths.relative(frame_dir, self.root), trackingnet_classes().get(name), boxes, valid,
                    valid.copy())
 
 
@@ -449,12 +457,12 @@ class _Coco:
   def __init__(self, root: str, layout: Layout):
     self.root = root
     self.layout = layout
-    self.json_path = os.path.join(root, "annotations", "instances_train2017.json")
-    self.image_dir = os.path.join(root, "images", "train2017")
+    self.json_path = paths.join(root, "annotations", "instances_train2017.json")
+    self.image_dir = paths.join(root, "images", "train2017")
     expected = f"expected {self.json_path} and {self.image_dir}/<file_name>.jpg"
-    if not os.path.isfile(self.json_path):
+    if not paths.is_file(self.json_path):
       raise DatasetError(f"{self.json_path}: missing COCO 2017 train annotations ({expected})")
-    if not os.path.isdir(self.image_dir):
+    if not paths.is_dir(self.image_dir):
       raise DatasetError(f"{self.image_dir}: missing COCO 2017 train image folder ({expected})")
 
   def selection(self) -> list[str]:
@@ -465,16 +473,17 @@ class _Coco:
 
   def scan(self) -> Index:
     try:
-      with open(self.json_path, encoding="utf-8") as f:
-        data = json.load(f)
+      data = json.loads(paths.read_text(self.json_path))
       annotations = {}
       for ann in data["annotations"]:
         annotations[ann["id"]] = ann
       images = {image["id"]: image for image in data["images"]}
       categories = {cat["id"]: cat for cat in data.get("categories", [])}
     except (OSError, ValueError, KeyError, TypeError) as e:
+      if isinstance(e, OSError) and paths.is_storage_failure(self.json_path, e):
+        raise
       raise DatasetError(f"{self.json_path}: not a COCO instances file ({type(e).__name__}: {e})") from None
-    present = set(os.listdir(self.image_dir))
+    present = set(paths.listdir(self.image_dir))
     records, skipped = [], {}
     for ann_id, ann in annotations.items():
       if ann.get("iscrowd", 0) != 0:
@@ -498,12 +507,12 @@ class _Coco:
     if image is None or "file_name" not in image:
       return f"image id {ann.get('image_id')!r} is not in the images list"
     file_name = image["file_name"]
-    if file_name not in present and not os.path.isfile(os.path.join(self.image_dir, file_name)):
-      return f"missing image file {os.path.join(self.image_dir, file_name)}"
+    if file_name not in present and not paths.is_file(paths.join(self.image_dir, file_name)):
+      return f"missing image file {paths.join(self.image_dir, file_name)}"
     boxes = box.astype(np.float32)
     valid = (boxes[:, 2] > COCO_MIN_VALID_SIZE) & (boxes[:, 3] > COCO_MIN_VALID_SIZE)
     category = categories.get(ann.get("category_id"), {})
-    return _Record(name, os.path.relpath(os.path.join(self.image_dir, file_name), self.root),
+    return _Record(name, paths.relative(paths.join(self.image_dir, file_name), self.root),
                    category.get("name"), boxes, valid, valid.copy())
 
 

@@ -57,7 +57,7 @@ from data_pipelines.training.datasets import TrainSequence
 
 __all__ = ["BUILDER_NAME", "DatasetError", "PackedFrame", "PackedTrainDataset", "SEQUENCES_FILE",
            "TrackingFrames", "build_with_tfds", "config_name", "frame_records", "open_packed_datasets",
-           "pack_train_dataset", "packed_path", "record_key"]
+           "pack_train_dataset", "packed_path", "record_key", "storage_failure"]
 
 logger = logging.getLogger(__name__)
 
@@ -228,11 +228,21 @@ class TrackingFrames(tfds.core.GeneratorBasedBuilder):
 
 def _read_file(path: str) -> tuple[bytes, str | None]:
   """(the file's bytes, None), or (b"", why) when it cannot be read: such a frame is kept as an empty record,
-  which training counts as an unreadable image and redraws, as it does on the native root."""
+  which training counts as an unreadable image and redraws, as it does on the native root. A failed request
+  to a bucket is no unreadable frame: DatasetError, which fails the build (a Beam runner retries the
+  sequence)."""
   try:
-    return epath.Path(path).read_bytes(), None
+    return paths.read_bytes(path), None  # a root on a bucket: through etils.epath
   except OSError as e:
+    if paths.is_storage_failure(path, e):
+      raise storage_failure(path, e) from None
     return b"", f"{path}: {e}"
+
+
+def storage_failure(path: str, error: OSError) -> DatasetError:
+  """The error of a failed request for a frame on a bucket (`paths.is_storage_failure`)."""
+  return DatasetError(f"{path}: cannot read the frame from its bucket ({error}); check this machine's access "
+                      f"to it and run the command again")
 
 
 def frame_records(seq: TrainSequence, index: int, first_record: int, num_records: int):

@@ -74,29 +74,39 @@ def read_images(frames) -> list[np.ndarray]:
 def read_image(frame) -> np.ndarray:
   """[H, W, 3] RGB uint8 of one frame, read with OpenCV as the original does.
 
-  `frame` is a path (str or os.PathLike) or a frame reference: an object whose `read_bytes()` returns the
-  encoded image (`packed.PackedFrame`), decoded with cv2.imdecode. A missing, unreadable or corrupt image
-  raises BadSample("unreadable_image", the path or the reference's `name`). A reference with
-  `read_frame()` (`precropped.PrecroppedFrameRef`) returns what that gives (a `PrecroppedFrame`).
+  `frame` is a path (str or os.PathLike; one on a bucket, `gs://...`, is read through etils.epath) or a frame
+  reference: an object whose `read_bytes()` returns the encoded image (`packed.PackedFrame`), decoded with
+  cv2.imdecode. A missing, unreadable or corrupt image raises BadSample("unreadable_image", the path or the
+  reference's `name`). A reference with `read_frame()` (`precropped.PrecroppedFrameRef`) returns what that
+  gives (a `PrecroppedFrame`).
   """
   if hasattr(frame, "read_frame"):
     return frame.read_frame()
   if isinstance(frame, str) or hasattr(frame, "__fspath__"):  # os.PathLike's own test
     name = frame if isinstance(frame, str) else frame.__fspath__()
-    image = cv2.imread(name, cv2.IMREAD_COLOR)
+    if paths.is_remote(name):  # a frame of a root on a bucket: its bytes, decoded as a packed frame's
+      image = _decode(name, lambda: paths.read_bytes(name))
+    else:
+      image = cv2.imread(name, cv2.IMREAD_COLOR)
   else:
     name = str(getattr(frame, "name", frame))
-    try:
-      encoded = np.frombuffer(frame.read_bytes(), np.uint8)
-    except OSError as e:
-      raise BadSample("unreadable_image", f"{name} ({e})") from e
-    try:
-      image = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if encoded.size else None
-    except cv2.error:
-      image = None
+    image = _decode(name, frame.read_bytes)
   if image is None:
     raise BadSample("unreadable_image", name)
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _decode(name: str, read_bytes: Callable[[], bytes]) -> np.ndarray | None:
+  """The BGR image of the encoded bytes `read_bytes()` gives, None when they do not decode; BadSample when
+  they cannot be read."""
+  try:
+    encoded = np.frombuffer(read_bytes(), np.uint8)
+  except OSError as e:
+    raise BadSample("unreadable_image", f"{name} ({e})") from e
+  try:
+    return cv2.imdecode(encoded, cv2.IMREAD_COLOR) if encoded.size else None
+  except cv2.error:
+    return None
 
 
 def check_box(box, image: np.ndarray, where: str) -> np.ndarray:

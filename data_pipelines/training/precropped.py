@@ -310,8 +310,10 @@ def _encode_frame(task) -> tuple[bytes, tuple[int, int]]:
   path, box, specs, quality = task
   if paths.is_remote(path):  # a root on a bucket: the same decoder on the file's bytes
     try:
-      data = epath.Path(path).read_bytes()
-    except OSError:
+      data = paths.read_bytes(path)
+    except OSError as e:
+      if paths.is_storage_failure(path, e):
+        raise packed.storage_failure(path, e) from None
       return b"", (0, 0)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
   else:

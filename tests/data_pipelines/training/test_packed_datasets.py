@@ -326,3 +326,18 @@ def test_script_help_and_build(built, tmp_path):
   assert os.listdir(tmp_path / "cache")  # the reader's index cache was used
   out = _script("--dataset", "LASOT", "--root", str(tmp_path / "absent"), "--data-dir", data_dir)
   assert out.returncode != 0 and "missing LASOT root folder" in out.stderr
+
+
+def test_a_frame_behind_a_failed_bucket_request_fails_the_build_instead_of_being_stored_empty(monkeypatch):
+  from data_pipelines import paths  # pylint: disable=g-import-not-at-top
+  errors = {"gs://b/denied.jpg": PermissionError("403 denied"), "gs://b/gone.jpg": FileNotFoundError("404")}
+
+  def read_bytes(path):
+    raise errors[path]
+
+  monkeypatch.setattr(paths, "read_bytes", read_bytes)
+  # A missing object is a missing frame (stored empty, counted); a denied request says nothing about the frame.
+  assert packed._read_file("gs://b/gone.jpg") == (b"", "gs://b/gone.jpg: 404")  # pylint: disable=protected-access
+  with pytest.raises(DatasetError, match=r"^gs://b/denied.jpg: cannot read the frame from its bucket \(403 "
+                     r"denied\); check this machine's access to it and run the command again$"):
+    packed._read_file("gs://b/denied.jpg")  # pylint: disable=protected-access

@@ -253,3 +253,79 @@ def test_dataset_pickles_for_grain_workers(tmp_path):
   assert_same_sequence(copy.sequence(1), dataset.sequence(1))
   with pytest.raises(IndexError):
     dataset.sequence(3)
+
+
+class _Bucket:
+  """etils.epath for `data_pipelines.paths`, with `gs://fake` served from a local folder (what the readers do
+  with a bucket root, without a storage server: tests/data_pipelines/training/test_bucket_roots.py has one);
+  `fail` names files whose reads fail as a denied storage request does; `reads` lists the files read."""
+
+  def __init__(self, folder):
+    self.folder, self.fail, self.reads = str(folder), set(), []
+
+  def Path(self, path):  # pylint: disable=invalid-name
+    from etils import epath  # pylint: disable=g-import-not-at-top
+    path = str(path)
+    assert path == "gs://fake" or path.startswith("gs://fake/"), path
+    local = epath.Path(self.folder + path[len("gs://fake"):])
+    bucket = self
+
+    class Object(type(local)):
+      def read_bytes(self):
+        bucket.reads.append(path)
+        if path in bucket.fail:
+          raise PermissionError(f"{path}: 403 denied")
+        return super().read_bytes()
+    return Object(local)
+
+
+@pytest.mark.parametrize("layout", synthetic_train.LAYOUTS)
+def test_a_bucket_root_reads_through_epath_as_the_local_root(tmp_path, monkeypatch, layout):
+  from data_pipelines import paths  # pylint: disable=g-import-not-at-top
+  name = synthetic_train.READER_NAMES[layout]
+  make(layout, tmp_path / "root", num_frames=NUM_FRAMES if layout != "coco" else 2)
+  want = build_train_dataset(name, tmp_path / "root")
+  bucket = _Bucket(tmp_path / "root")
+  monkeypatch.setattr(paths, "epath", bucket)
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the default cache of a bucket root
+  got = build_train_dataset(name, "gs://fake/")
+  assert got.root == "gs://fake" and bucket.reads
+  assert got.cache_path.startswith(str(tmp_path / "home" / ".cache" / "fartrack_jax" / "index_cache"))
+  assert got.names == want.names and got.skipped == want.skipped
+  for a, b in zip(want, got):
+    assert b.frames == tuple("gs://fake/" + os.path.relpath(f, want.root) for f in a.frames)
+    assert (a.name, a.object_class) == (b.name, b.object_class)
+    for key in ("boxes", "valid", "visible"):
+      np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+  from data_pipelines.training import pipeline  # pylint: disable=g-import-not-at-top
+  np.testing.assert_array_equal(pipeline.read_image(got.sequence(0).frames[-1]),
+                                pipeline.read_image(want.sequence(0).frames[-1]))
+  bucket.reads.clear()
+  assert build_train_dataset(name, "gs://fake").from_cache
+  # From the cache: no annotation read, only the lists that define the sequences.
+  assert {os.path.basename(r) for r in bucket.reads} <= {"list.txt", layouts.SYNTHETIC_SPLIT}, bucket.reads
+
+
+def test_a_failed_bucket_request_stops_the_scan_rather_than_leave_a_sequence_out(tmp_path, monkeypatch):
+  from data_pipelines import paths  # pylint: disable=g-import-not-at-top
+  from data_pipelines.training import pipeline  # pylint: disable=g-import-not-at-top
+  make("got10k_train", tmp_path)
+  bucket = _Bucket(tmp_path)
+  monkeypatch.setattr(paths, "epath", bucket)
+  bucket.fail.add("gs://fake/train/GOT-10k_Train_000002/cover.label")
+  with pytest.raises(DatasetError, match=r"^gs://fake: cannot read the SYNTHETIC root \(gs://fake/train/"
+                     r"GOT-10k_Train_000002/cover.label: 403 denied\); check this machine's access to it "
+                     r"\(gcloud storage ls gs://fake\) and run again$"):
+    build_train_dataset("SYNTHETIC", "gs://fake")  # no cache_dir=None: nothing is cached either
+  bucket.fail.clear()
+  got = build_train_dataset("SYNTHETIC", "gs://fake", cache_dir=tmp_path / "cache")
+  assert len(got) == NUM_SEQUENCES and not got.skipped
+  # A missing file is still a bad sequence; a frame behind a failed request an unreadable image (redrawn).
+  os.remove(tmp_path / "train" / "GOT-10k_Train_000001" / "absence.label")
+  skipped = build_train_dataset("SYNTHETIC", "gs://fake", cache_dir=tmp_path / "cache2").skipped
+  assert "gs://fake/train/GOT-10k_Train_000001/absence.label: missing annotation file" in skipped[
+      "GOT-10k_Train_000001"]
+  frame = got.sequence(1).frames[2]
+  bucket.fail.add(frame)
+  with pytest.raises(pipeline.BadSample, match="403 denied"):
+    pipeline.read_image(frame)
