@@ -17,6 +17,7 @@ removes), so the latest checkpoint that exists always loads.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from typing import Any
 
@@ -105,7 +106,7 @@ class TrainCheckpoints:
     self._manager.close()
 
 
-@functools.cache  # once a process (orbax logs each override)
+@functools.cache  # once a process
 def _whole_replicas_on_cpu() -> None:
   """On CPU devices, orbax saves each replicated array from one device, whole, instead of splitting it over
   its replicas (as orbax already does on GPU). Replica-parallel saving slices every array once per device in
@@ -113,9 +114,16 @@ def _whole_replicas_on_cpu() -> None:
   cost 10 s per process in 905 slices, for a copy between host buffers that splitting cannot speed up. TPU
   keeps orbax's default. (As orbax's own emergency checkpointer registers it: without the per-host array
   metadata files, which restore does not need.)"""
-  if jax.default_backend() == "cpu":
+  if jax.default_backend() != "cpu":
+    return
+  absl_logger = logging.getLogger("absl")  # orbax warns of every override, here a deliberate one
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
     ocp.type_handlers.register_type_handler(
         jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+  finally:
+    absl_logger.setLevel(level)
 
 
 def committed_steps(directory) -> list[int]:
