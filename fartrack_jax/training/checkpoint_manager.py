@@ -108,13 +108,15 @@ class TrainCheckpoints:
 
 @functools.cache  # once a process
 def _whole_replicas_on_cpu() -> None:
-  """On CPU devices, orbax saves each replicated array from one device, whole, instead of splitting it over
-  its replicas (as orbax already does on GPU). Replica-parallel saving slices every array once per device in
-  eager operations, each compiled on first use: on 8 simulated CPU devices the first save of the smoke model
-  cost 10 s per process in 905 slices, for a copy between host buffers that splitting cannot speed up. TPU
-  keeps orbax's default. (As orbax's own emergency checkpointer registers it: without the per-host array
-  metadata files, which restore does not need.)"""
-  if jax.default_backend() != "cpu":
+  """In one process on CPU devices, orbax saves each replicated array from one device, whole, instead of
+  splitting it over its replicas (as orbax already does on GPU). Replica-parallel saving slices every array
+  once per device in eager operations, each compiled on first use: on 8 simulated CPU devices the first
+  save of the smoke model cost 10 s in 905 slices, for a copy between host buffers that splitting cannot
+  speed up. TPU keeps orbax's default, and so does a job of several processes (a slice rehearsed on CPU),
+  whose processes then share the writes of the replicated arrays as a slice's hosts do. (Registered as
+  orbax's own emergency checkpointer does: without the per-host array metadata files, which restore does
+  not need.)"""
+  if jax.default_backend() != "cpu" or jax.process_count() > 1:
     return
   absl_logger = logging.getLogger("absl")  # orbax warns of every override, here a deliberate one
   level = absl_logger.level
