@@ -111,3 +111,31 @@ def run_on_cpu_devices(script: str, devices: int = 8, timeout: int = 900) -> dic
                         timeout=timeout, cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-4000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def assert_same_packed_set(fmt: str, name: str, want_dir, got_dir, ignore_table: tuple[str, ...] = ()) -> dict:
+  """Two builds of the training set `name` (`fmt` "frames" or "crops") under the tfds data dirs `want_dir`
+  and `got_dir` hold the same records in the same order and the same sequence table (`sequences.npz`), but
+  for the table fields in `ignore_table`; returns `got_dir`'s table."""
+  import io  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from data_pipelines.training import packed, precropped  # pylint: disable=g-import-not-at-top
+  builder = precropped.BUILDER_NAME if fmt == "crops" else packed.BUILDER_NAME
+  want, got = (tfds.data_source(f"{builder}/{packed.config_name(name)}:1.0.0", split="train", data_dir=d,
+                                download=False) for d in (want_dir, got_dir))
+  assert len(got) == len(want) > 0
+  for index in range(len(want)):
+    a, b = want[index], got[index]
+    assert a.keys() == b.keys(), index
+    for key in a:
+      np.testing.assert_array_equal(b[key], a[key], err_msg=f"{fmt} record {index} {key}")
+  tables = []
+  for data_dir in (want_dir, got_dir):
+    data = (packed.packed_path(name, data_dir, builder) / packed.SEQUENCES_FILE).read_bytes()
+    with np.load(io.BytesIO(data)) as npz:
+      tables.append({k: npz[k] for k in npz.files})
+  assert tables[0].keys() == tables[1].keys()
+  for key in tables[0]:
+    if key not in ignore_table:
+      np.testing.assert_array_equal(tables[1][key], tables[0][key], err_msg=f"{fmt} table {key}")
+  return tables[1]

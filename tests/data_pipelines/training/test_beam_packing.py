@@ -20,7 +20,7 @@ from data_pipelines.training import packed
 from data_pipelines.training import precropped
 from data_pipelines.training import processing
 from data_pipelines.training import synthetic_train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_same_packed_set
 
 NUM_FRAMES, SIZE = 24, (160, 120)
 SMOKE = "configs/fartrack.py:variant=smoke"
@@ -59,32 +59,9 @@ def _build(fmt, name, root, data_dir, beam_options=None):
   return packed.pack_train_dataset(name, root, data_dir, beam_options=beam_options)
 
 
-def _records(fmt, name, data_dir):
-  builder = precropped.BUILDER_NAME if fmt == "crops" else packed.BUILDER_NAME
-  return tfds.data_source(f"{builder}/{packed.config_name(name)}:1.0.0", split="train", data_dir=data_dir,
-                          download=False)
-
-
 def _table(path):
   with np.load(io.BytesIO((path / packed.SEQUENCES_FILE).read_bytes())) as npz:
     return {k: npz[k] for k in npz.files}
-
-
-def _assert_same_set(fmt, name, want_dir, got_dir):
-  """The two builds hold the same records in the same order and the same sequence table."""
-  want, got = _records(fmt, name, want_dir), _records(fmt, name, got_dir)
-  assert len(got) == len(want) > 0
-  for index in range(len(want)):
-    a, b = want[index], got[index]
-    assert a.keys() == b.keys(), index
-    for key in a:
-      np.testing.assert_array_equal(b[key], a[key], err_msg=f"record {index} {key}")
-  builder = precropped.BUILDER_NAME if fmt == "crops" else packed.BUILDER_NAME
-  want_table = _table(packed.packed_path(name, want_dir, builder))
-  got_table = _table(packed.packed_path(name, got_dir, builder))
-  assert want_table.keys() == got_table.keys()
-  for key in want_table:
-    np.testing.assert_array_equal(got_table[key], want_table[key], err_msg=key)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +82,7 @@ def test_beam_build_equals_the_single_process_build_record_by_record(roots, sing
   from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
   data_dir = str(tmp_path / "beam")
   _build(fmt, name, roots[name], data_dir, beam_packing.pipeline_options("runner=DirectRunner"))
-  _assert_same_set(fmt, name, single_process, data_dir)
+  assert_same_packed_set(fmt, name, single_process, data_dir)
   builder = precropped.BUILDER_NAME if fmt == "crops" else packed.BUILDER_NAME
   # The frames that could not be read are counted in the build's table (the same count as the single
   # process's, compared above) and are the ones the root has.
@@ -136,7 +113,7 @@ def test_a_bundle_the_runner_retries_leaves_no_duplicate_record(roots, single_pr
   _build("frames", "SYNTHETIC", roots["SYNTHETIC"], data_dir,
          beam_packing.pipeline_options("runner=BundleBasedDirectRunner"))
   assert len(attempts) == 2, attempts  # the sequence was made again
-  _assert_same_set("frames", "SYNTHETIC", single_process, data_dir)  # and its records are there once
+  assert_same_packed_set("frames", "SYNTHETIC", single_process, data_dir)  # and its records are there once
   leftovers = [p.name for p in packed.packed_path("SYNTHETIC", data_dir).iterdir() if "incomplete" in p.name]
   assert not leftovers, leftovers
 
@@ -254,7 +231,7 @@ def test_beam_builds_into_a_bucket_the_same_sets(roots, single_process, tmp_path
     for fmt in runs:
       builder = precropped.BUILDER_NAME if fmt == "crops" else packed.BUILDER_NAME
       assert any(n.startswith(f"tfds/{builder}/synthetic/1.0.0/") and ".array_record-" in n for n in files)
-      _assert_same_set(fmt, "SYNTHETIC", single_process, str(local / "tfds"))
+      assert_same_packed_set(fmt, "SYNTHETIC", single_process, str(local / "tfds"))
     again = _script(*args, env=env, cwd=str(cwd))  # a second run of the last command
     assert again.returncode == 0 and "already packed" in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]
     assert os.listdir(cwd) == [], os.listdir(cwd)

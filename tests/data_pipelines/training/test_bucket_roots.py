@@ -8,7 +8,6 @@ may appear under the working directory (no `./gs:` folder).
 Every client runs in a subprocess with the emulator's environment (`GcsEmulator.env`): TensorFlow's gfile
 (behind etils.epath) reaches the emulator through the proxy that environment names."""
 
-import io
 import json
 import os
 import shutil
@@ -17,13 +16,12 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from data_pipelines.training import packed
 from data_pipelines.training import precropped
 from data_pipelines.training import processing
 from data_pipelines.training import synthetic_train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_same_packed_set
 
 pytestmark = pytest.mark.slow  # a storage server and subprocesses
 
@@ -108,30 +106,6 @@ def _crops():
       "variant=smoke"))
 
 
-def _assert_same_set(fmt, name, want_dir, got_dir):
-  """The same records in the same order and the same sequence table, but for the `root` it names."""
-  builder = precropped.BUILDER_NAME if fmt == "crops" else packed.BUILDER_NAME
-  source = lambda d: tfds.data_source(f"{builder}/{packed.config_name(name)}:1.0.0", split="train",
-                                      data_dir=d, download=False)
-  want, got = source(want_dir), source(got_dir)
-  assert len(got) == len(want) > 0
-  for index in range(len(want)):
-    a, b = want[index], got[index]
-    assert a.keys() == b.keys(), index
-    for key in a:
-      np.testing.assert_array_equal(b[key], a[key], err_msg=f"{fmt} record {index} {key}")
-  tables = []
-  for data_dir in (want_dir, got_dir):
-    data = (packed.packed_path(name, data_dir, builder) / packed.SEQUENCES_FILE).read_bytes()
-    with np.load(io.BytesIO(data)) as npz:
-      tables.append({k: npz[k] for k in npz.files})
-  assert tables[0].keys() == tables[1].keys()
-  for key in tables[0]:
-    if key != "root":
-      np.testing.assert_array_equal(tables[1][key], tables[0][key], err_msg=f"{fmt} table {key}")
-  return tables[1]
-
-
 def _script(server, home, cwd, *args):
   out = _run(server, home, cwd, os.path.join(ROOT, "scripts", "build_tfds.py"), *args)
   return out
@@ -167,7 +141,7 @@ def test_build_tfds_from_a_bucket_root_makes_the_local_roots_sets(bucket, tmp_pa
         out.stdout[-3000:]
     # The data_dir is local: every request is the root's (and the index cache's) reads.
     assert server.requests()["gfile"] - before > 3 * NUM_FRAMES, (label, server.requests())
-    table = _assert_same_set(fmt, "SYNTHETIC", want, data_dir)
+    table = assert_same_packed_set(fmt, "SYNTHETIC", want, data_dir, ignore_table=("root",))
     assert str(table["root"]) == remote["SYNTHETIC"]
     assert int(table["unreadable_frames"]) == (1 if fmt == "frames" else 2)
   assert [n for n in server.objects("index_cache/") if n.endswith(".npz")], server.objects("index_cache/")
