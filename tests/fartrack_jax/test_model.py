@@ -68,6 +68,7 @@ def test_jit_equals_eager(stage):
       np.testing.assert_allclose(jitted[k], eager[k], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # the fast tier compiles with XLA:CPU optimisations off (conftest), not as users do
 @pytest.mark.parametrize("stage", ["fartrack", "fartrack_sparse"])
 def test_compiled_init_gives_the_eager_inits_values_bit_for_bit(stage):
   """`init_params` (one compiled program) against flax's eager `init`: every param identical. A runs from a
