@@ -15,19 +15,11 @@ import uuid
 
 from etils import epath
 
-from data_pipelines.paths import is_remote  # also storage.is_remote for its callers
+from data_pipelines.paths import as_path, is_remote  # also storage.as_path / storage.is_remote for callers
 
 
 class StorageError(RuntimeError):
   """A directory that cannot be used (missing bucket, no write permission)."""
-
-
-def as_path(path) -> epath.Path:
-  """`epath.Path` of `path`: URLs as they are, local paths absolute with `~` expanded."""
-  text = os.fspath(path)
-  if is_remote(text):
-    return epath.Path(text)
-  return epath.Path(os.path.abspath(os.path.expanduser(text)))
 
 
 def write_text_atomic(path, text: str) -> None:
