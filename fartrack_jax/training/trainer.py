@@ -39,7 +39,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from data_pipelines.training import build, pipeline
+from data_pipelines.training import build, index_cache, pipeline
 from fartrack_jax import convert
 from fartrack_jax import config_lib
 from fartrack_jax import model as model_lib
@@ -118,7 +118,7 @@ def default_data(config, workdir: str, split: str, per_process_batch: int, seed:
   this process's shard, after checking that every process opened the same data."""
   # The index describes a local dataset root, so on a bucket workdir it is cached on this host instead.
   cache_dir = config.run.index_cache_dir or (
-      os.path.expanduser("~/.cache/fartrack_jax/index_cache") if storage.is_remote(workdir)
+      os.path.expanduser(index_cache.DEFAULT_DIR) if storage.is_remote(workdir)
       else os.path.join(workdir, "index_cache"))
   datasets = build.open_datasets(config, split, cache_dir)
   same_data.check_same_data(datasets, split)  # every host must draw from the same sequences
