@@ -454,8 +454,7 @@ def overhead_row(row: Row, *, steps_timed: int = 20, warmup: int = 3, fsdp: int 
   the trainer's log callback after each of its first `windows` windows (the first one holds the compile),
   `steps_timed` times upload the host batch (`steps.device_batch`, as the trainer does) and call the chained
   step of `steps.make_train_step` (its own copy of the state, compiled in `max(warmup, 1)` steps before the
-  trainer starts), then one
-  `block_until_ready`. Trainer window k: from the return of the callback at log k to the callback at log
+  trainer starts), then one `block_until_ready`. Trainer window k: from the return of the callback at log k to the callback at log
   k+1 (one log's work included). So each bare window is followed by its trainer window, and a machine whose
   speed drifts (a shared VM's does, by tens of percent within minutes) moves both alike.
 
