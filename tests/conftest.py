@@ -2,10 +2,10 @@
 several simulated CPU devices.
 
 Two tiers (markers in pyproject.toml): `python -m pytest -q -m "not slow" tests` is the loop of work (every
-module touched, under 3 minutes on 2 cores, on two pytest-xdist workers: see `pytest_cmdline_main`); the
-`slow` tests are the learning runs, the tests that start several processes or a storage server, the 8-device
-subprocess runs, and the costliest equivalence checks of modules that keep a cheaper test in the fast tier.
-`python -m pytest -q tests` (CI) runs both, one test at a time.
+module touched, under 3 minutes on 2 cores); the `slow` tests are the learning runs, the tests that start
+several processes or a storage server, the 8-device subprocess runs, and the costliest equivalence checks of
+modules that keep a cheaper test in the fast tier. `python -m pytest -q tests` (CI) runs both. Both run on two
+pytest-xdist workers (`pytest_cmdline_main`), the multi-process jobs one at a time.
 """
 
 import atexit
@@ -38,23 +38,41 @@ jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-FAST_TIER_WORKERS = 2
+WORKERS = 2
+
+# The modules whose tests start the processes of a multi-process job (and time how fast a stall or a peer's
+# failure is named): their tests run one after the other on one worker, never beside each other, so that two
+# jobs' processes never share the two cores.
+SEVERAL_PROCESSES = ("test_multihost", "test_multihost_errors", "test_multihost_gcs", "test_preemption",
+                     "test_buckets_end_to_end")
+
+# The flags this pytest process compiles with: the user's XLA_FLAGS, as the run started (a pytest-xdist
+# worker inherits its controller's edited XLA_FLAGS, and reads the original from here).
+_OWN_FLAGS = "FARTRACK_TESTS_OWN_XLA_FLAGS"
+_LEVEL_0 = "--xla_backend_optimization_level=0"
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
-  """The fast tier (`-m "not slow"`) runs on `FAST_TIER_WORKERS` pytest-xdist workers (at most one per CPU)
-  unless `-n` says otherwise (`-n 0`: one process): its tests are single-threaded compiles and tiny steps,
-  so two workers on two cores take about 60 % of the serial time. The full run (CI) stays serial: its
-  multi-process and storage-server tests time themselves and wait on rendezvous that a busy neighbour would
-  slow. Without pytest-xdist installed the fast tier runs serially."""
-  if ("not slow" not in (config.option.markexpr or "") or not config.pluginmanager.hasplugin("xdist")
-      or getattr(config.option, "numprocesses", None) is not None or hasattr(config, "workerinput")
-      or config.option.collectonly or config.getoption("usepdb", False)):
+  """Both tiers run on `WORKERS` pytest-xdist workers (at most one per CPU) unless `-n` says otherwise (`-n 0`:
+  one process), with `--dist loadgroup`: the tests of `SEVERAL_PROCESSES` form one group that one worker runs
+  in order, while the other worker takes the remaining tests one by one. Most tests are single-threaded
+  compiles and tiny steps, so two workers on two cores take about 60 % of the serial time. Without
+  pytest-xdist installed the tests run serially."""
+  if (not config.pluginmanager.hasplugin("xdist") or getattr(config.option, "numprocesses", None) is not None
+      or hasattr(config, "workerinput") or config.option.collectonly or config.getoption("usepdb", False)):
     return
-  workers = min(FAST_TIER_WORKERS, os.cpu_count() or 1)
+  workers = min(WORKERS, os.cpu_count() or 1)
   if workers > 1:
-    config.option.numprocesses, config.option.dist, config.option.tx = workers, "load", ["popen"] * workers
+    config.option.numprocesses, config.option.dist, config.option.tx = workers, "loadgroup", ["popen"] * workers
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    if item.module.__name__.rsplit(".", 1)[-1] in SEVERAL_PROCESSES:
+      item.add_marker(pytest.mark.xdist_group("several_processes"))
 
 
 def pytest_configure(config):
@@ -64,21 +82,37 @@ def pytest_configure(config):
   again. The processes of one job compile the same programs under the same keys (one cache entry serves
   both), so they find them together.
 
-  The fast tier (`-m "not slow"`) also compiles with XLA:CPU's backend optimisations off: its programs are
-  compiled once and run for a few steps on tiny shapes, so LLVM's optimisation time is most of their cost
-  (the fartrack training-parity replay: 40 CPU s at the default level, 25 without). The full run (CI) keeps
-  the default, so every test also runs on the code as users compile it. An XLA_FLAGS that already sets the
-  level is kept. (The two tiers' programs differ in their options, so they never share entries.)
+  Compiling with XLA:CPU's backend optimisations off (`--xla_backend_optimization_level=0`): the programs of
+  a test are compiled once and run for a few steps on tiny shapes, so LLVM's optimisation time is most of
+  their cost (the fartrack training-parity replay: 40 CPU s at the default level, 25 without; a two-process
+  stage-3 equality test: 94 s against 61 s).
+  - The fast tier (`-m "not slow"`) compiles everything so.
+  - The whole run (CI) compiles in its own pytest processes at the default level, so every in-process test
+    (parity, the bit-exact compiled init, the learning run) runs on the code as users compile it; the
+    processes its tests start (scripts, multi-process jobs, 8-device runs, whose subject is what the processes
+    do together rather than the last ulp) compile at level 0.
+  An XLA_FLAGS that already sets the level is kept everywhere.
 
-  Runs before any test module is imported, hence before JAX starts its backend, which reads XLA_FLAGS once;
-  the processes the tests start inherit both."""
+  Runs before any test module is imported, hence before JAX starts its backend, which reads XLA_FLAGS once
+  (`jax.devices()` below fixes this process's flags before they are edited for its children)."""
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-  if "not slow" not in (config.option.markexpr or ""):
+  own = os.environ.setdefault(_OWN_FLAGS, os.environ.get("XLA_FLAGS", ""))
+  if "xla_backend_optimization_level" in own:
     return
-  flags = os.environ.get("XLA_FLAGS", "")
-  if "xla_backend_optimization_level" not in flags:
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
+  if "not slow" not in (config.option.markexpr or ""):
+    os.environ["XLA_FLAGS"] = own
+    jax.devices()
+  os.environ["XLA_FLAGS"] = f"{own} {_LEVEL_0}".strip()
+
+
+def env_with_devices(devices: int, env=None) -> dict:
+  """`env` (default: this process's) for a JAX process with `devices` simulated CPU devices: XLA_FLAGS keeps
+  its other flags (the optimisation level of `pytest_configure`) and gets the device count."""
+  env = dict(os.environ if env is None else env)
+  flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+  return dict(env, JAX_PLATFORMS="cpu",
+              XLA_FLAGS=" ".join(flags + [f"--xla_force_host_platform_device_count={devices}"]))
 
 
 def load_config(stage: str, arg: str = "variant=smoke"):
@@ -106,7 +140,7 @@ def run_on_cpu_devices(script: str, devices: int = 8, timeout: int = 900) -> dic
   XLA_FLAGS must be set before JAX starts, hence a fresh process; the script checks `jax.device_count()`
   itself, so a run that silently got one device fails there.
   """
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+  env = env_with_devices(devices)
   proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                         timeout=timeout, cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-4000:]

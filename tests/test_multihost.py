@@ -23,7 +23,7 @@ from fartrack_jax import convert
 from fartrack_jax import distributed
 from fartrack_jax.tracking import evaluate
 from fartrack_jax.training import checkpoint_manager
-from tests.conftest import ROOT, init, load_config
+from tests.conftest import ROOT, env_with_devices, init, load_config
 
 TOL = 1e-5
 TIMEOUT_S = 600
@@ -43,13 +43,6 @@ def train_args(stage, workdir, data_root, max_steps, *more):
           f"--config.run.max_steps={max_steps}", "--config.data.train.sample_per_epoch=256",
           "--config.run.checkpoint_every_steps=2", "--config.run.val_every_steps=100000",
           "--config.run.keep_checkpoints=10", *more]
-
-
-def env_with_devices(devices):
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-           if not f.startswith("--xla_force_host_platform_device_count")]
-  return dict(os.environ, JAX_PLATFORMS="cpu",
-              XLA_FLAGS=" ".join(flags + [f"--xla_force_host_platform_device_count={devices}"]))
 
 
 def run_single(args, devices):
