@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from fartrack_jax import model as model_lib
+from fartrack_jax.distributed import local_launcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -106,15 +107,6 @@ def pytest_configure(config):
   os.environ["XLA_FLAGS"] = f"{own} {_LEVEL_0}".strip()
 
 
-def env_with_devices(devices: int, env=None) -> dict:
-  """`env` (default: this process's) for a JAX process with `devices` simulated CPU devices: XLA_FLAGS keeps
-  its other flags (the optimisation level of `pytest_configure`) and gets the device count."""
-  env = dict(os.environ if env is None else env)
-  flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
-  return dict(env, JAX_PLATFORMS="cpu",
-              XLA_FLAGS=" ".join(flags + [f"--xla_force_host_platform_device_count={devices}"]))
-
-
 def load_config(stage: str, arg: str = "variant=smoke"):
   """`configs/<stage>.py`'s `get_config(arg)`, as the scripts' `--config configs/<stage>.py:<arg>` loads it."""
   return importlib.import_module(f"configs.{stage}").get_config(arg)
@@ -140,7 +132,7 @@ def run_on_cpu_devices(script: str, devices: int = 8, timeout: int = 900) -> dic
   XLA_FLAGS must be set before JAX starts, hence a fresh process; the script checks `jax.device_count()`
   itself, so a run that silently got one device fails there.
   """
-  env = env_with_devices(devices)
+  env = local_launcher.cpu_devices_env(devices)
   proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                         timeout=timeout, cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-4000:]

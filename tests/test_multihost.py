@@ -21,9 +21,10 @@ from data_pipelines.training import pipeline, synthetic_train
 from fartrack_jax import checkpoints
 from fartrack_jax import convert
 from fartrack_jax import distributed
+from fartrack_jax.distributed import local_launcher
 from fartrack_jax.tracking import evaluate
 from fartrack_jax.training import checkpoint_manager
-from tests.conftest import ROOT, env_with_devices, init, load_config
+from tests.conftest import ROOT, init, load_config
 
 TOL = 1e-5
 TIMEOUT_S = 600
@@ -46,8 +47,8 @@ def train_args(stage, workdir, data_root, max_steps, *more):
 
 
 def run_single(args, devices):
-  out = subprocess.run([sys.executable, *args], cwd=ROOT, env=env_with_devices(devices), capture_output=True,
-                       text=True, timeout=TIMEOUT_S)
+  out = subprocess.run([sys.executable, *args], cwd=ROOT, env=local_launcher.cpu_devices_env(devices),
+                       capture_output=True, text=True, timeout=TIMEOUT_S)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
   return out.stdout + out.stderr
 
@@ -277,7 +278,7 @@ def test_the_jobs_own_shutdown_is_not_a_lost_peer(tmp_path):
   script = tmp_path / "ends.py"
   script.write_text(_ENDS_AND_LINGERS)
   port = distributed.free_port()
-  env = env_with_devices(1)
+  env = local_launcher.cpu_devices_env(1)
   env["PYTHONPATH"] = ROOT
   procs = [subprocess.Popen([sys.executable, str(script), f"localhost:{port}", "2", str(i)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]

@@ -21,14 +21,20 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+def cpu_devices_env(devices: int) -> dict[str, str]:
+  """This process's environment for a JAX process with `devices` simulated CPU devices: XLA_FLAGS keeps its
+  other flags and gets the device count."""
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  return dict(os.environ, JAX_PLATFORMS="cpu",
+              XLA_FLAGS=" ".join(flags + [f"--xla_force_host_platform_device_count={devices}"]))
+
+
 def local_job_commands(processes: int, devices_per_process: int, command: list[str], port: int,
                        python: str | None = None) -> list[tuple[list[str], dict[str, str]]]:
   """`(argv, environment)` of each process of a rehearsal on this machine: `command` (a script and its
   arguments) plus the cluster flags, with `devices_per_process` CPU devices each."""
-  flags_env = [f for f in os.environ.get("XLA_FLAGS", "").split()
-               if not f.startswith("--xla_force_host_platform_device_count")]
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=" ".join(flags_env + [f"--xla_force_host_platform_device_count={devices_per_process}"]))
+  env = cpu_devices_env(devices_per_process)
   argv = list(command)
   if argv and argv[0].endswith(".py"):
     argv = [python or sys.executable, *argv]
