@@ -63,3 +63,23 @@ def assert_batches_equal(a, b):
     assert x.keys() == y.keys()
     for k in x:
       np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+class RecordReads:
+  """Counts the packed sets' record reads: `record` calls, and `records` calls with their indices."""
+
+  def __init__(self, monkeypatch):
+    from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top  (grain workers import this module)
+    self.single, self.together = 0, []
+    record, records = packed._RecordSource.record, packed._RecordSource.records  # pylint: disable=protected-access
+
+    def counted_record(source, index):
+      self.single += 1
+      return record(source, index)
+
+    def counted_records(source, indices):
+      self.together.append(list(indices))
+      return records(source, indices)
+
+    monkeypatch.setattr(packed._RecordSource, "record", counted_record)  # pylint: disable=protected-access
+    monkeypatch.setattr(packed._RecordSource, "records", counted_records)  # pylint: disable=protected-access

@@ -424,16 +424,24 @@ class _RecordSource:
   def __hash__(self):
     return hash(self._key())
 
-  def record(self, index: int) -> dict:
-    """Record `index` of the split: {"image": bytes, "box": [4] float32, "visible", "valid", "sequence",
-    "frame"}."""
+  def _open(self):
     if self._records is None or self._pid != os.getpid():
       records = tfds.data_source(f"{self.builder}/{config_name(self.name)}:{self.version}", split=SPLIT,
                                  data_dir=self.data_dir, download=False)
       if len(records) != self.num_records:
         raise DatasetError(f"{self.path}: {len(records)} records, {SEQUENCES_FILE} says {self.num_records}")
       self._records, self._pid = records, os.getpid()
-    return self._records[index]
+    return self._records
+
+  def record(self, index: int) -> dict:
+    """Record `index` of the split: {"image": bytes, "box": [4] float32, "visible", "valid", "sequence",
+    "frame"}."""
+    return self._open()[index]
+
+  def records(self, indices: Sequence[int]) -> list[dict]:
+    """`record` of each of `indices`, in one call: array_record reads them in parallel in its C++ reader,
+    without the GIL (on a bucket, one storage request per record, none of them a Python thread's)."""
+    return list(self._open().__getitems__(list(indices)))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -444,14 +452,21 @@ class PackedFrame:
   sequence: int  # the sequence that wrote the record
   frame: int  # the frame's index in that sequence
   label: str  # "<training name>/<sequence name>", for messages
+  # The record, when already read (`with_record`; `pipeline.read_images` reads a sample's frames together).
+  prefetched: dict | None = dataclasses.field(default=None, compare=False, repr=False)
 
   @property
   def name(self) -> str:
     return f"{self.label} frame {self.frame} ({self.source.path} record {self.record})"
 
+  def with_record(self, record: dict) -> "PackedFrame":
+    """This frame holding its record `record` (as `source.records` read it), so that reading it sends no
+    request of its own."""
+    return dataclasses.replace(self, prefetched=record)
+
   def checked_record(self) -> dict:
     """This frame's record, refused when it is another frame's (records out of the table's order)."""
-    record = self.source.record(self.record)
+    record = self.source.record(self.record) if self.prefetched is None else self.prefetched
     if (int(record["sequence"]), int(record["frame"])) != (self.sequence, self.frame):
       raise DatasetError(f"{self.source.path}: record {self.record} holds sequence {int(record['sequence'])} "
                          f"frame {int(record['frame'])}, {SEQUENCES_FILE} says sequence {self.sequence} frame "

@@ -61,10 +61,17 @@ def read_images(frames) -> list[np.ndarray]:
   """`read_image` of every frame: concurrently when they are on remote storage (errors as `read_image`
   raises them, the first in order); one after another from a local disk, where a read is Python work on
   a small file and threads would only hand the GIL around (the quick start's stage 1: 7 steps/s with the
-  pool, 12 without, over its first 1,600 steps)."""
+  pool, 12 without, over its first 1,600 steps).
+
+  On remote storage, frames of one packed or pre-cropped set (a `source` with `records`, the frames
+  `with_record`) have their records read in one call of the set's reader, which requests them in parallel
+  in C++; other frames go to a pool of `FRAME_PARALLEL_READS` threads, a request each."""
   global _read_pool
   if len(frames) < 2 or not any(_on_remote_storage(f) for f in frames):
     return [read_image(f) for f in frames]
+  source = getattr(frames[0], "source", None)
+  if hasattr(source, "records") and all(getattr(f, "source", None) == source for f in frames):
+    return [read_image(f.with_record(r)) for f, r in zip(frames, source.records([f.record for f in frames]))]
   if _read_pool is None or _read_pool[0] != os.getpid():  # a grain worker does not inherit threads
     _read_pool = (os.getpid(), concurrent.futures.ThreadPoolExecutor(FRAME_PARALLEL_READS,
                                                                        thread_name_prefix="frame_read"))

@@ -22,6 +22,7 @@ from data_pipelines.training import synthetic_train
 from data_pipelines.training.datasets import build_train_dataset
 from data_pipelines.training.datasets import DatasetError
 from tests.conftest import ROOT
+from tests import pipeline_fakes
 
 # 24 frames: the sampler draws only from videos of at least 20 frames.
 NUM_FRAMES, SIZE = 24, (48, 32)
@@ -167,6 +168,34 @@ def test_frame_examples_over_packed_equal_those_over_native(built):
     _assert_same_examples(a, b)
     searches.add(a["search"].tobytes())
   assert len(searches) > 3  # different frames were drawn
+
+
+def test_on_a_bucket_an_examples_frames_are_read_in_one_call_and_give_the_same_examples(built, monkeypatch):
+  # One call of the set's reader per example (array_record requests the records in parallel, without the
+  # GIL), not a Python thread per frame; a local disk reads frame by frame. Same examples either way.
+  _, data_dir = built
+  packed_datasets = packed.open_packed_datasets(list(PACKED), data_dir)
+  local = pipeline_fakes.RecordReads(monkeypatch)
+  expected = [_frame_examples(packed_datasets, 7)(i) for i in range(8)]
+  assert local.together == [] and local.single >= 8 * 2
+
+  monkeypatch.setattr(pipeline, "_on_remote_storage", lambda frame: True)  # as for a data_dir on gs://
+  remote = pipeline_fakes.RecordReads(monkeypatch)
+  got = [_frame_examples(packed_datasets, 7)(i) for i in range(8)]
+  # One read per example: a call for the frames together, or a single record for a one-frame example (a COCO
+  # image drawn as template and search).
+  assert len(remote.together) + remote.single == 8, (remote.together, remote.single)
+  assert len(remote.together) >= 4 and all(len(indices) >= 2 for indices in remote.together), remote.together
+  for a, b in zip(expected, got):
+    _assert_same_examples(a, b)
+
+
+def test_records_read_together_are_still_checked_against_the_table(built):
+  _, data_dir = built
+  frame = packed.PackedTrainDataset("LASOT", data_dir).sequence(0).frames[2]
+  other = frame.source.records([frame.record + 1])[0]
+  with pytest.raises(DatasetError, match=r"record \d+ holds sequence \d+ frame 3, .* frame 2"):
+    frame.with_record(other).read_bytes()
 
 
 @pytest.mark.slow

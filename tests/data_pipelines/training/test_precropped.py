@@ -65,6 +65,20 @@ def test_fast_examples_have_the_exact_paths_draws_labels_checks_and_skips(built)
   assert report["crops"] > 0 and report["uncovered_crops"] <= report["crops"] // 20
 
 
+def test_on_a_bucket_an_examples_crops_are_read_in_one_call_and_give_the_same_examples(built, monkeypatch):
+  config, _, fast, _, _ = built
+  local = pipeline_fakes.RecordReads(monkeypatch)
+  expected = [build.frame_examples_from_config(config, fast, seed=5)(i) for i in range(8)]
+  assert local.together == [] and local.single >= 8 * 2
+  monkeypatch.setattr(pipeline, "_on_remote_storage", lambda frame: True)  # as for a data_dir on gs://
+  remote = pipeline_fakes.RecordReads(monkeypatch)
+  got = [build.frame_examples_from_config(config, fast, seed=5)(i) for i in range(8)]
+  # One call per drawn example (a redraw after a skip is another example drawn), its frames together.
+  assert remote.single == 0 and len(remote.together) >= 8, (remote.single, remote.together)
+  assert all(len(indices) >= 2 for indices in remote.together), remote.together
+  pipeline_fakes.assert_batches_equal(expected, got)
+
+
 def _wave_frame(height=360, width=480):
   """A smooth colour pattern (periods 40-70 px): a crop half a pixel off differs from the right one by ~4."""
   y, x = np.mgrid[0:height, 0:width].astype(np.float64)
