@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fartrack_jax.distributed import local_launcher
 from fartrack_jax.training import stages
 from scripts.benchmarks import training as train_benchmark
 from tests.conftest import ROOT, load_config
@@ -22,9 +23,7 @@ FIELDS = ("config", "variant", "stage", "batch", "dtype", "device", "num_devices
 
 
 def _script(*args, devices=None):
-  env = dict(os.environ)
-  if devices:
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env = local_launcher.cpu_devices_env(devices) if devices else dict(os.environ)
   return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=ROOT, env=env,
                         timeout=300)
 
