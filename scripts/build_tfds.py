@@ -27,11 +27,11 @@ no `dataset_info.json`, so nothing that reads as a dataset; running the same com
 build and the shards already in the bucket (same name and size) and copies the rest. The local build is
 deleted once the copy is complete. See docs/buckets.md.
 
---beam makes the records with Apache Beam (`pip install -r requirements-beam.txt`), one sequence a unit of
-work: by default the local DirectRunner in --num-workers processes (0: one per core), or any runner through
+--beam makes the records with Apache Beam (`pip install -r requirements-beam.txt`), one shard (a run of
+consecutive sequences) a unit of work: by default the local DirectRunner in --num-workers processes (0: one per core), or any runner through
 --beam_pipeline_options "runner=DataflowRunner,project=...,region=...,temp_location=gs://...". The records are
-the same as without it. The workers write the shards themselves, into a bucket too (no --scratch-dir): each
-through a local temporary file copied under a temporary name, renamed once complete; the finished set is
+the same, in the same order, as without it. Each worker writes its shard itself, into a bucket too (no
+--scratch-dir): through a local temporary file copied under a temporary name, renamed once complete; the finished set is
 then moved into place file by file, `dataset_info.json` last. See docs/beam.md.
 """
 
@@ -63,8 +63,8 @@ _CONFIG = flags.DEFINE_string("config", "configs/fartrack.py:variant=tiny", "--f
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 0, "--format crops: processes that decode and cut the "
                                     "frames (0: this one); --beam without --beam_pipeline_options: the "
                                     "DirectRunner's worker processes (0: one per core).")
-_BEAM = flags.DEFINE_bool("beam", False, "Make the records with Apache Beam, one sequence a unit of work (the "
-                          "same records; needs pip install -r requirements-beam.txt). See docs/beam.md.")
+_BEAM = flags.DEFINE_bool("beam", False, "Make the records with Apache Beam, one shard of consecutive "
+                          "sequences a unit of work (the same records; needs pip install -r requirements-beam.txt). See docs/beam.md.")
 _BEAM_OPTIONS = flags.DEFINE_string("beam_pipeline_options", None, "--beam: Beam pipeline options as "
                                     "name=value,name=value (tfds build's spelling), e.g. runner=DataflowRunner,"
                                     "project=P,region=R,temp_location=gs://B/tmp,extra_packages=dist/<wheel>; default: "

@@ -69,7 +69,8 @@ class RecordReads:
   """Counts the packed sets' record reads: `record` calls, and `records` calls with their indices."""
 
   def __init__(self, monkeypatch):
-    from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top  (grain workers import this module)
+    # Here, not at the top: grain workers import this module, and need not import tfds.
+    from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
     self.single, self.together = 0, []
     record, records = packed._RecordSource.record, packed._RecordSource.records  # pylint: disable=protected-access
 

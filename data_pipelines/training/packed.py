@@ -125,10 +125,10 @@ class TrackingFrames(tfds.core.GeneratorBasedBuilder):
     super().__init__(file_format=file_format or "array_record", **kwargs)
     self._root = root
     self._cache_dir = cache_dir
-    # Make the split as a Beam transform, one sequence a unit of work (beam_packing.py); the runner and its
+    # Make the split with a Beam pipeline, one shard a unit of work (beam_packing.py); the runner and its
     # options come with download_and_prepare's DownloadConfig(beam_options=...).
     self._beam = beam
-    self._beam_unreadable: str | None = None  # where the Beam build writes its count of unreadable frames
+    self._beam_unreadable: tuple[int, list[str]] | None = None  # the Beam build's unreadable frames, examples
     self._source: datasets.TrainDataset | None = None
     self._layout: tuple[np.ndarray, int] | None = None  # first_record [S], number of records
     self._unreadable: list[str] = []
@@ -185,23 +185,27 @@ class TrackingFrames(tfds.core.GeneratorBasedBuilder):
                                      frame_records)
 
   def _beam_split(self, source, sequences, first_record, num_records):
-    """The split as a Beam transform over the sequences `sequences` (those that write records)."""
-    from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
-    self._beam_unreadable = os.fspath(self.data_path / beam_packing.UNREADABLE_FILE)
-    return beam_packing.PackSequences(self._sequence_work(source, np.asarray(first_record, np.int64),
-                                                          num_records), sequences, self._beam_unreadable)
+    """What the Beam build of the split needs (`_generate_splits`): the workers' per-sequence work and the
+    sequences `sequences` (those that write records)."""
+    return self._sequence_work(source, np.asarray(first_record, np.int64), num_records), np.asarray(sequences)
 
-  def _example_writer(self):
-    if self._beam:  # workers may write the shards straight into a bucket
-      from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
-      return beam_packing.BucketExampleWriter(file_format=self.info.file_format)
-    return super()._example_writer()
+  def _generate_splits(self, dl_manager, download_config):
+    if not self._beam:
+      return super()._generate_splits(dl_manager, download_config)
+    # One shard a unit of Beam work, written by the worker that makes its records (beam_packing.write_split),
+    # instead of tfds' BeamWriter, which sends every record through a shuffle to sort them back into order.
+    from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
+    (split, (work, sequences)), = self._split_generators(dl_manager).items()
+    info, count, examples = beam_packing.write_split(
+        work, sequences, self._get_filename_template(split), self.info.features, self.info.file_format,
+        download_config.beam_options, download_config.get_shard_config(), self.source_dataset())
+    self._beam_unreadable = (count, examples)
+    return [info]
 
   def _count_unreadable(self) -> int:
     """Frames that could not be read in this build (logged with a few examples)."""
     if self._beam_unreadable is not None:
-      from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
-      count, examples = beam_packing.read_unreadable(epath.Path(self._beam_unreadable))
+      count, examples = self._beam_unreadable
     else:
       count, examples = len(self._unreadable), self._unreadable[:3]
     if count:
@@ -314,7 +318,7 @@ def pack_train_dataset(name: str, root: str, data_dir: str, cache_dir: str | Non
   in `cache_dir` when given) and returns the packed folder. DatasetError (the reader's) for a bad root,
   before anything is written; an already built dataset is left as it is. With `beam_options` (Beam
   `PipelineOptions`, see `beam_packing.pipeline_options`) the records are made by that Beam pipeline, one
-  sequence a unit of work; they are the same records."""
+  shard of consecutive sequences a unit of work; they are the same records."""
   builder = TrackingFrames(config=config_name(name), data_dir=os.fspath(data_dir), root=os.fspath(root),
                            cache_dir=cache_dir, beam=beam_options is not None)
   return build_with_tfds(builder, name, data_dir, BUILDER_NAME, DATASET_VERSION, beam_options)

@@ -465,7 +465,8 @@ def pack_precropped_dataset(name: str, root: str, data_dir: str, crops: processi
   """Cuts training name `name` from its native `root` into `data_dir` for the crops of `crops`; returns
   the folder. A bad root fails with the reader's DatasetError before anything is written; a set already
   there is left as it is (opening it checks that it fits). With `beam_options` the frames are cut by that
-  Beam pipeline (one sequence a unit of work, `num_workers` unused): the same records."""
+  Beam pipeline (one shard of consecutive sequences a unit of work, `num_workers` unused): the same
+  records."""
   builder = TrackingCrops(config=packed.config_name(name), data_dir=os.fspath(data_dir), root=os.fspath(root),
                           cache_dir=cache_dir, template=crops.template, search=crops.search,
                           num_workers=num_workers, quality=quality, oversample=oversample,

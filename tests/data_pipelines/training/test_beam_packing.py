@@ -87,8 +87,9 @@ def test_beam_build_equals_the_single_process_build_record_by_record(roots, sing
   # The frames that could not be read are counted in the build's table (the same count as the single
   # process's, compared above) and are the ones the root has.
   assert int(_table(packed.packed_path(name, data_dir, builder))["unreadable_frames"]) == unreadable
-  assert not any(p.name == beam_packing.UNREADABLE_FILE
-                 for p in packed.packed_path(name, data_dir, builder).iterdir())
+  # Nothing left under a temporary name (shards, the workers' results).
+  leftovers = [p.name for p in packed.packed_path(name, data_dir, builder).iterdir() if "incomplete" in p.name]
+  assert not leftovers, leftovers
 
 
 @pytest.mark.slow
@@ -116,6 +117,51 @@ def test_a_bundle_the_runner_retries_leaves_no_duplicate_record(roots, single_pr
   assert_same_packed_set("frames", "SYNTHETIC", single_process, data_dir)  # and its records are there once
   leftovers = [p.name for p in packed.packed_path("SYNTHETIC", data_dir).iterdir() if "incomplete" in p.name]
   assert not leftovers, leftovers
+
+
+@pytest.mark.parametrize("lengths,num_shards", [([24, 24, 24], 64), ([5] * 40, 8), ([100, 1, 1, 1, 100, 3], 4),
+                                                 ([1] * 7, 1), ([2500, 30, 2400], 2)])
+def test_shards_are_runs_of_whole_sequences_in_order_none_empty(lengths, num_shards):
+  _beam()
+  from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
+  first_record = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+  num_records = int(sum(lengths))
+  shards = beam_packing.plan_shards(first_record, range(len(lengths)), num_records, num_shards)
+  assert [i for shard in shards for i in shard] == list(range(len(lengths)))  # every sequence once, in order
+  assert all(shards) and len(shards) <= num_shards
+  records = [sum(lengths[i] for i in shard) for shard in shards]
+  # About equal: no shard holds more than its share plus one sequence.
+  assert max(records) <= num_records / num_shards + max(lengths), records
+  if num_shards >= len(lengths):
+    assert shards == [[i] for i in range(len(lengths))]
+
+
+def test_image_sets_shard_only_the_sequences_that_write_records():
+  # COCO: objects of one image share its record; only the first object of each image writes it.
+  _beam()
+  from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
+  first_record = np.array([0, 0, 1, 1, 1, 2, 3, 3])
+  owners = [0, 2, 5, 6]
+  assert beam_packing.plan_shards(first_record, owners, 4, 2) == [[0, 2], [5, 6]]
+
+
+def test_a_shard_with_other_records_than_planned_fails_the_build_and_leaves_no_set(roots, tmp_path, monkeypatch):
+  # The root changed between the plan and a worker's reading (a frame list shorter than indexed): the build
+  # stops naming the shard; nothing reads as a set.
+  _beam()
+  from data_pipelines.training import beam_packing  # pylint: disable=g-import-not-at-top
+  frame_records = packed.frame_records
+
+  def one_frame_short(seq, index, first_record, num_records):
+    records = list(frame_records(seq, index, first_record, num_records))
+    return records[:-1] if index == 1 else records
+
+  monkeypatch.setattr(packed, "frame_records", one_frame_short)
+  data_dir = tmp_path / "beam"
+  with pytest.raises(Exception, match=r"shard 1 made 23 records, the build planned 24: the root changed"):
+    _build("frames", "SYNTHETIC", roots["SYNTHETIC"], str(data_dir),
+           beam_packing.pipeline_options("runner=DirectRunner"))
+  assert not packed.packed_path("SYNTHETIC", str(data_dir)).exists()
 
 
 def test_the_shard_writer_copies_into_any_epath_place_through_a_local_file(tmp_path):
