@@ -254,8 +254,8 @@ def write_split(work: SequenceWork, sequences: Sequence[int], template: naming.S
       leftover.unlink(missing_ok=True)
   missing = sorted(set(range(len(shards))) - set(results))
   if missing or [results[s]["records"] for s in range(len(shards))] != shard_work.shard_records:
-    raise datasets.DatasetError(f"{folder}: the Beam build wrote shards {sorted(results)} of {len(shards)} "
-                                f"(missing {missing[:5]}), with other record counts than planned")
+    raise datasets.DatasetError(f"{folder}: the Beam build reported {len(results)} of {len(shards)} shards "
+                                f"(missing {missing[:5]}) or other record counts than planned; run it again")
   info = split_info_lib.SplitInfo(name=template.split, shard_lengths=shard_work.shard_records,
                                   num_bytes=sum(r["bytes"] for r in results.values()), filename_template=template)
   count = sum(r["unreadable"] for r in results.values())
@@ -266,7 +266,7 @@ def write_split(work: SequenceWork, sequences: Sequence[int], template: naming.S
 class BucketExampleWriter(tfds_writer.ExampleWriter):
   """tfds' ExampleWriter, which also writes a shard to a bucket: array_record's writer makes local files
   only, so the shard is written to a local temporary file and copied through etils.epath to `path` (the
-  temporary name tfds renames to the shard's name once it is complete)."""
+  temporary name that is renamed to the shard's name once the shard is complete)."""
 
   def write(self, path, examples):
     if not paths.is_remote(path):
