@@ -309,7 +309,7 @@ def _write_table(path: epath.Path, source: datasets.TrainDataset, first_record: 
   np.savez(buffer, **arrays)
   tmp = path.parent / (path.name + ".tmp")
   tmp.write_bytes(buffer.getvalue())
-  tmp.rename(path)
+  tmp.replace(path)
 
 
 def pack_train_dataset(name: str, root: str, data_dir: str, cache_dir: str | None = None,

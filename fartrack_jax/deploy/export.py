@@ -74,7 +74,7 @@ def _write_atomic(files: dict[str, bytes]) -> None:
       tmp.write_bytes(data)
       tmps[path] = tmp
     for path, tmp in tmps.items():
-      tmp.rename(path)
+      tmp.replace(path)  # over an earlier export of the same name (rename refuses an existing file)
   finally:
     for tmp in tmps.values():
       if tmp.exists():

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -87,6 +88,27 @@ def test_onnx_metadata_holds_what_the_tracker_needs(smoke_exports):
   assert [o.name for o in model.graph.output] == ["coord_logits", "keep_masks"]
   batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
   assert batch_dim.dim_param and not batch_dim.dim_value  # dynamic batch
+
+
+def test_an_export_writes_over_an_earlier_one_of_the_same_name_and_a_failed_one_keeps_it(tmp_path, monkeypatch):
+  # Running export_model.py again with the same --output replaces the files (it stopped with FileExistsError).
+  files = {str(tmp_path / "m.onnx"): b"first", str(tmp_path / "m.onnx.json"): b"{}"}
+  export._write_atomic(files)  # pylint: disable=protected-access
+  export._write_atomic({path: data + b" again" for path, data in files.items()})  # pylint: disable=protected-access
+  assert {p: open(p, "rb").read() for p in files} == {p: d + b" again" for p, d in files.items()}
+  # A write that fails midway leaves the earlier export whole and no temporary file.
+  real_write = type(epath.Path(tmp_path)).write_bytes
+
+  def fails_on_the_metadata(self, data):
+    if self.name.startswith("m.onnx.json"):
+      raise OSError("disk full")
+    return real_write(self, data)
+
+  monkeypatch.setattr(type(epath.Path(tmp_path)), "write_bytes", fails_on_the_metadata)
+  with pytest.raises(OSError, match="disk full"):
+    export._write_atomic({path: b"third" for path in files})  # pylint: disable=protected-access
+  assert {p: open(p, "rb").read() for p in files} == {p: d + b" again" for p, d in files.items()}
+  assert sorted(os.listdir(tmp_path)) == ["m.onnx", "m.onnx.json"]
 
 
 @pytest.mark.slow
