@@ -28,11 +28,12 @@ build and the shards already in the bucket (same name and size) and copies the r
 deleted once the copy is complete. See docs/buckets.md.
 
 --beam makes the records with Apache Beam (`pip install -r requirements-beam.txt`), one shard (a run of
-consecutive sequences) a unit of work: by default the local DirectRunner in --num-workers processes (0: one per core), or any runner through
---beam_pipeline_options "runner=DataflowRunner,project=...,region=...,temp_location=gs://...". The records are
-the same, in the same order, as without it. Each worker writes its shard itself, into a bucket too (no
---scratch-dir): through a local temporary file copied under a temporary name, renamed once complete; the finished set is
-then moved into place file by file, `dataset_info.json` last. See docs/beam.md.
+consecutive sequences) a unit of work: by default the local DirectRunner in --num-workers processes (0: one
+per core), or any runner through --beam_pipeline_options
+"runner=DataflowRunner,project=...,region=...,temp_location=gs://...". The records are the same, in the same
+order, as without it. Each worker writes its shard itself, into a bucket too (no --scratch-dir): through a
+local temporary file copied under a temporary name, renamed once complete; the finished set is then moved
+into place file by file, `dataset_info.json` last. See docs/beam.md.
 """
 
 import os
@@ -64,7 +65,8 @@ _NUM_WORKERS = flags.DEFINE_integer("num_workers", 0, "--format crops: processes
                                     "frames (0: this one); --beam without --beam_pipeline_options: the "
                                     "DirectRunner's worker processes (0: one per core).")
 _BEAM = flags.DEFINE_bool("beam", False, "Make the records with Apache Beam, one shard of consecutive "
-                          "sequences a unit of work (the same records; needs pip install -r requirements-beam.txt). See docs/beam.md.")
+                          "sequences a unit of work (the same records; needs pip install -r "
+                          "requirements-beam.txt). See docs/beam.md.")
 _BEAM_OPTIONS = flags.DEFINE_string("beam_pipeline_options", None, "--beam: Beam pipeline options as "
                                     "name=value,name=value (tfds build's spelling), e.g. runner=DataflowRunner,"
                                     "project=P,region=R,temp_location=gs://B/tmp,extra_packages=dist/<wheel>; default: "
