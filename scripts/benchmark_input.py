@@ -15,7 +15,7 @@ On a bucket: --bucket_delay_ms D (e.g. 30, what a small ranged read costs on rea
 storage server (`tests/gcs_emulator.py`, fake-gcs-server behind counting relays, each request held D ms),
 copies the packed (`packed`: frames as stored, `packed.pack_train_dataset`) and pre-cropped sets into it,
 and times every frame-pair data path named in --data-paths from local disk (source=local) and from the
-bucket (source=bucket, read by array_record's google-cloud-cpp reader) at each --read-threads count;
+bucket (source=bucket, records read by byte ranges, `remote_records`) at each --read-threads count;
 requests_per_sample counts the storage requests the timed windows sent (all clients). Frame pairs only.
 
 Writes synthetic training roots (`synthetic_train.make_synthetic_train_dataset`, one per layout the

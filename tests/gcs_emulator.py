@@ -7,9 +7,11 @@ TPU VM uses.
   `https_proxy` and `CURL_CA_BUNDLE`, so a proxy here answers CONNECT with TLS under a certificate made for
   www.googleapis.com by the test, and passes the plain HTTP on to the emulator. Authentication is skipped
   with TensorFlow's `GOOGLE_AUTH_TOKEN_FOR_TESTING`.
-* tensorstore (the arrays of orbax checkpoints) is pointed at the emulator with `TENSORSTORE_GCS_HTTP_URL`.
-* array_record's reader (packed and pre-cropped training sets on gs://) goes through riegeli's GcsReader,
-  i.e. google-cloud-cpp, which honours `CLOUD_STORAGE_EMULATOR_ENDPOINT` (google-cloud-cpp's
+* tensorstore (the arrays of orbax checkpoints, and the records of packed and pre-cropped training sets on
+  gs://, read by byte ranges in data_pipelines/training/remote_records.py) is pointed at the emulator with
+  `TENSORSTORE_GCS_HTTP_URL`.
+* array_record's own reader (a set in an encoding remote_records does not read) goes through riegeli's
+  GcsReader, i.e. google-cloud-cpp, which honours `CLOUD_STORAGE_EMULATOR_ENDPOINT` (google-cloud-cpp's
   `google/cloud/storage/client_options.h`: that endpoint for every request, anonymous credentials).
 * google-cloud-storage (Python; orbax asks it whether a bucket has a hierarchical namespace) honours
   `STORAGE_EMULATOR_HOST`.

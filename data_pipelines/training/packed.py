@@ -48,10 +48,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.data_sources import base as tfds_data_sources
 from etils import epath
 
 from data_pipelines import paths
 from data_pipelines.training import datasets
+from data_pipelines.training import remote_records
 from data_pipelines.training.datasets import DatasetError
 from data_pipelines.training.datasets import TrainSequence
 
@@ -432,6 +434,13 @@ class _RecordSource:
     if self._records is None or self._pid != os.getpid():
       records = tfds.data_source(f"{self.builder}/{config_name(self.name)}:{self.version}", split=SPLIT,
                                  data_dir=self.data_dir, download=False)
+      if remote_records.is_gcs(self.data_dir):
+        # On a bucket: closed byte ranges through tensorstore instead of array_record's open-ended reads.
+        instructions = tfds_data_sources.file_instructions(records.dataset_info, SPLIT)
+        if remote_records.RemoteArrayRecords.supported(instructions):
+          records.data_source = remote_records.RemoteArrayRecords(instructions)
+        else:
+          logger.warning("%s: not in the encoding read by byte ranges; array_record's reader reads it", self.path)
       if len(records) != self.num_records:
         raise DatasetError(f"{self.path}: {len(records)} records, {SEQUENCES_FILE} says {self.num_records}")
       self._records, self._pid = records, os.getpid()
@@ -444,7 +453,8 @@ class _RecordSource:
 
   def records(self, indices: Sequence[int]) -> list[dict]:
     """`record` of each of `indices`, in one call: array_record reads them in parallel in its C++ reader,
-    without the GIL (on a bucket, one storage request per record, none of them a Python thread's)."""
+    without the GIL; on a bucket `remote_records` requests their byte ranges together (one storage request
+    per record, none of them a Python thread's)."""
     return list(self._open().__getitems__(list(indices)))
 
 

@@ -64,8 +64,9 @@ def read_images(frames) -> list[np.ndarray]:
   pool, 12 without, over its first 1,600 steps).
 
   On remote storage, frames of one packed or pre-cropped set (a `source` with `records`, the frames
-  `with_record`) have their records read in one call of the set's reader, which requests them in parallel
-  in C++; other frames go to a pool of `FRAME_PARALLEL_READS` threads, a request each."""
+  `with_record`) have their records read in one call of the set's reader, which sends their requests
+  together (tensorstore's futures on a bucket, `remote_records`); other frames go to a pool of
+  `FRAME_PARALLEL_READS` threads, a request each."""
   global _read_pool
   if len(frames) < 2 or not any(_on_remote_storage(f) for f in frames):
     return [read_image(f) for f in frames]
