@@ -105,29 +105,36 @@ def _proto_fields(buffer: bytes) -> dict[int, int | bytes]:
   return fields
 
 
-def _without_block_headers(raw: bytes, begin: int) -> bytes:
+def _without_block_headers(raw: bytes, begin: int) -> memoryview:
   """The file bytes [begin, begin + len(raw)) without the block headers at multiples of BLOCK_SIZE."""
+  view = memoryview(raw)
   boundary = -(-begin // BLOCK_SIZE) * BLOCK_SIZE
   if boundary >= begin + len(raw):
-    return raw
+    return view
   parts, start = [], 0
   while boundary < begin + len(raw):
-    parts.append(raw[start:boundary - begin])
+    parts.append(view[start:boundary - begin])
     start = boundary - begin + BLOCK_HEADER_SIZE
     boundary += BLOCK_SIZE
-  parts.append(raw[start:])
-  return b"".join(parts)
+  parts.append(view[start:])
+  return memoryview(b"".join(parts))
 
 
-def _decompress(compression: int, blob: bytes) -> bytes:
+_decompressors = threading.local()
+
+
+def _decompress(compression: int, blob: memoryview) -> memoryview:
   if compression == COMPRESSION_NONE:
     return blob
   size, pos = _varint(blob, 0)
-  import zstandard  # pylint: disable=g-import-not-at-top
-  data = zstandard.ZstdDecompressor().decompress(blob[pos:], max_output_size=max(size, 1))
+  decompressor = getattr(_decompressors, "zstd", None)
+  if decompressor is None:  # one per thread: a zstd context is not thread-safe
+    import zstandard  # pylint: disable=g-import-not-at-top
+    decompressor = _decompressors.zstd = zstandard.ZstdDecompressor()
+  data = decompressor.decompress(blob[pos:], max_output_size=max(size, 1))
   if len(data) != size:
     raise ValueError(f"zstd block decompressed to {len(data)} bytes, its prefix says {size}")
-  return data
+  return memoryview(data)
 
 
 def decode_chunk(raw: bytes, begin: int) -> list[bytes]:
@@ -161,9 +168,11 @@ def decode_chunk(raw: bytes, begin: int) -> list[bytes]:
   if at != len(sizes_blob) or sum(sizes) != len(values) or len(values) != decoded_size:
     raise ValueError(f"{num_records} record sizes summing to {sum(sizes)}, {len(values)} value bytes, header "
                      f"says {decoded_size}")
+  if num_records == 1 and isinstance(values.obj, bytes) and len(values.obj) == len(values):
+    return [values.obj]  # the decompressed bytes themselves: no copy
   records, at = [], 0
   for size in sizes:
-    records.append(values[at:at + size])
+    records.append(bytes(values[at:at + size]))
     at += size
   return records
 
