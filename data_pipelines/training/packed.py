@@ -436,9 +436,9 @@ class _RecordSource:
                                  data_dir=self.data_dir, download=False)
       if remote_records.is_gcs(self.data_dir):
         # On a bucket: closed byte ranges through tensorstore instead of array_record's open-ended reads.
-        instructions = tfds_data_sources.file_instructions(records.dataset_info, SPLIT)
-        if remote_records.RemoteArrayRecords.supported(instructions):
-          records.data_source = remote_records.RemoteArrayRecords(instructions)
+        ranges = remote_records.RemoteArrayRecords(tfds_data_sources.file_instructions(records.dataset_info, SPLIT))
+        if ranges.readable():
+          records.data_source = ranges
         else:
           logger.warning("%s: not in the encoding read by byte ranges; array_record's reader reads it", self.path)
       if len(records) != self.num_records:

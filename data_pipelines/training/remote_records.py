@@ -18,7 +18,7 @@ define them (riegeli's doc/riegeli_records_file_format.md; array_record's cpp/la
   - a data chunk (40-byte header, then `data_size` bytes of data) is a simple chunk: compression type
     (none or zstd, each zstd block prefixed with its decompressed size), the record sizes, the records.
 A file in any other encoding (transposed chunks, brotli or snappy, which tfds does not write) is read with
-array_record's reader instead (`RemoteArrayRecords.supported`). Sizes are checked against the chunk headers
+array_record's reader instead (`RemoteArrayRecords.readable`). Sizes are checked against the chunk headers
 and the footer; a mismatch is an OSError naming the file and chunk, never a silently wrong record.
 """
 
@@ -43,6 +43,14 @@ COMPRESSION_ZSTD = ord("z")
 
 _stores: dict = {}
 _stores_lock = threading.Lock()
+
+
+def _new_lock_in_child():  # a fork while another thread held the lock would leave it held in the child
+  global _stores_lock
+  _stores_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 class UnsupportedEncoding(OSError):
@@ -248,13 +256,12 @@ class RemoteArrayRecords:
     self._skips = np.array([i.skip for i in instructions], np.int64)
     self._starts = np.concatenate([[0], np.cumsum([i.take for i in instructions])]).astype(np.int64)
 
-  @staticmethod
-  def supported(instructions: Sequence) -> bool:
-    """Whether the files are in the encoding read here (simple chunks, zstd or none, as tfds
-    writes them): the first file's footer and first chunk are read to tell."""
-    if not instructions:
+  def readable(self) -> bool:
+    """Whether the files are in the encoding read here (simple chunks, zstd or none, as tfds writes them): the
+    first file's index and first chunk are read to tell (and the index kept)."""
+    if not self._files:
       return False
-    file = _File(os.fspath(instructions[0].filename))
+    file = self._files[0]
     try:
       begins, ends, _ = file.index()
       if len(begins):

@@ -66,7 +66,7 @@ def test_instructions_skip_take_and_several_files(tmp_path):
 def test_transposed_chunks_are_left_to_array_records_reader(tmp_path):
   _write(tmp_path / "t", [b"\x08\x01", b"\x08\x02"], "group_size:1,transpose:true")
   instructions = [Instruction(os.fspath(tmp_path / "t"), 0, 2)]
-  assert not remote_records.RemoteArrayRecords.supported(instructions)
+  assert not remote_records.RemoteArrayRecords(instructions).readable()
   with pytest.raises(remote_records.UnsupportedEncoding, match="chunk type 0x74"):
     remote_records.RemoteArrayRecords(instructions)[0]
 
@@ -115,12 +115,12 @@ def test_on_the_bucket_records_come_by_closed_byte_ranges_through_tensorstore(gc
   after = gcs.requests()
   # The postscript, the footer, then one request per record; array_record's reader sent nothing.
   assert after["tensorstore"] - before["tensorstore"] == 2 + 30, (before, after)
-  assert remote_records.RemoteArrayRecords.supported([Instruction(f"gs://{gcs.bucket}/sets/a", 0, 30)])
+  assert remote_records.RemoteArrayRecords([Instruction(f"gs://{gcs.bucket}/sets/a", 0, 30)]).readable()
   after = gcs.requests()
   assert after["array_record"] == before["array_record"], (before, after)
   # A file in another encoding is refused here, and array_record's reader (google-cloud-cpp) reads it.
   transposed = [Instruction(f"gs://{gcs.bucket}/sets/t", 0, 4)]
-  assert not remote_records.RemoteArrayRecords.supported(transposed)
+  assert not remote_records.RemoteArrayRecords(transposed).readable()
   reference = array_record_data_source.ArrayRecordDataSource([transposed[0].filename])
   assert [reference[i] for i in range(4)] == records[:4]
   assert gcs.requests()["array_record"] > after["array_record"]
