@@ -186,7 +186,8 @@ def decode_chunk(raw: bytes, begin: int) -> list[bytes]:
 
 
 class _File:
-  """One array_record file (on a bucket, or local in tests): its chunks' byte ranges, from its footer (read on first use)."""
+  """One array_record file (on a bucket, or local in tests): its chunks' byte ranges, from its footer (read on
+  first use)."""
 
   def __init__(self, path: str):
     self.path = path
