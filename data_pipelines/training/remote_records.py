@@ -3,7 +3,7 @@
 array_record's own reader opens a gs:// file with riegeli's GcsReader, which asks for every record it reads
 from the record's offset to the end of the file (`Range: bytes=N-`) and drops the stream once it has the
 record; the dropped stream cannot return its connection to the pool (on GCS, a new TLS session for the next
-request), and google-cloud-cpp spends about four times the client CPU per request that tensorstore's GCS
+request), and google-cloud-cpp spends two to five times the client CPU per request that tensorstore's GCS
 key-value store (the client orbax's checkpoints already use) spends on a closed byte range over pooled
 connections. A pre-cropped example needs one record per distinct frame, about 4.4 on the stage-1/2 draws, so
 the cost per request decides how many examples a host's core prepares from a bucket (docs/performance.md,
