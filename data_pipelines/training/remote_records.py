@@ -29,6 +29,8 @@ import threading
 from typing import Sequence
 
 import numpy as np
+import tensorstore as ts
+import zstandard
 
 __all__ = ["RemoteArrayRecords", "UnsupportedEncoding", "is_gcs"]
 
@@ -64,7 +66,6 @@ def is_gcs(path) -> bool:
 def _kvstore(path: str):
   """(tensorstore key-value store, key) of a file: GCS's for gs://bucket/key, the file driver's for a local
   path (tests); one store per bucket or folder and process (a grain worker opens its own)."""
-  import tensorstore as ts  # pylint: disable=g-import-not-at-top
   if is_gcs(path):
     bucket, _, key = path[len("gs://"):].partition("/")
     spec = {"driver": "gcs", "bucket": bucket}
@@ -137,7 +138,6 @@ def _decompress(compression: int, blob: memoryview) -> memoryview:
   size, pos = _varint(blob, 0)
   decompressor = getattr(_decompressors, "zstd", None)
   if decompressor is None:  # one per thread: a zstd context is not thread-safe
-    import zstandard  # pylint: disable=g-import-not-at-top
     decompressor = _decompressors.zstd = zstandard.ZstdDecompressor()
   data = decompressor.decompress(blob[pos:], max_output_size=max(size, 1))
   if len(data) != size:
