@@ -199,11 +199,11 @@ class _File:
     """A future of the bytes [begin, end) (begin < 0: the last -begin bytes)."""
     return self.store.read(self.key, byte_range=slice(begin, end))
 
-  @staticmethod
-  def value(future, path: str, what: str) -> bytes:
+  def value(self, future, what: str) -> bytes:
+    """The bytes of a `read` future; FileNotFoundError naming the file when the object is missing."""
     result = future.result()
     if result.state != "value":
-      raise FileNotFoundError(f"{path}: {result.state} when reading {what}")
+      raise FileNotFoundError(f"{self.path}: {result.state} when reading {what}")
     return result.value
 
   def index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -215,7 +215,7 @@ class _File:
 
   def _read_index(self):
     try:
-      tail = self.value(self.read(-BLOCK_SIZE), self.path, "its postscript")
+      tail = self.value(self.read(-BLOCK_SIZE), "its postscript")
       # The postscript is the only chunk of the last block; the file's size is unknown to tensorstore's
       # suffix read, so its offset is taken modulo the block size, which is all the block headers need.
       postscripts = decode_chunk(tail, 0)  # the writer may repeat it; the reader takes the first
@@ -223,7 +223,7 @@ class _File:
       if fields.get(2) != ARRAY_RECORD_MAGIC or 1 not in fields:
         raise ValueError(f"not an array_record postscript: {fields}")
       footer_offset = int(fields[1])
-      footer_raw = self.value(self.read(footer_offset, None), self.path, "its footer")
+      footer_raw = self.value(self.read(footer_offset, None), "its footer")
       footer = decode_chunk(footer_raw[:len(footer_raw) - BLOCK_SIZE], footer_offset)
       metadata = _proto_fields(_proto_fields(footer[0]).get(1, b""))
       if metadata.get(1) != ARRAY_RECORD_VERSION:
@@ -266,7 +266,7 @@ class RemoteArrayRecords:
     try:
       begins, ends, _ = file.index()
       if len(begins):
-        decode_chunk(_File.value(file.read(int(begins[0]), int(ends[0])), file.path, "chunk 0"), int(begins[0]))
+        decode_chunk(file.value(file.read(int(begins[0]), int(ends[0])), "chunk 0"), int(begins[0]))
     except UnsupportedEncoding:
       return False
     except ValueError as e:
@@ -295,7 +295,7 @@ class RemoteArrayRecords:
       requests.append((file, chunk, begin, record - int(firsts[chunk]), file.read(begin, end)))
     out = []
     for file, chunk, begin, within, future in requests:
-      raw = _File.value(future, file.path, f"chunk {chunk}")
+      raw = file.value(future, f"chunk {chunk}")
       try:
         out.append(decode_chunk(raw, begin)[within])
       except (ValueError, IndexError) as e:
