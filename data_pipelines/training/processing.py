@@ -31,6 +31,7 @@ in search" crop draws no brightness or flip since its pixels are never made.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import cv2
@@ -103,6 +104,8 @@ def _resized_padding(padded_length: int, first: int, count: int, output_size: in
   The strip is two pixels wide because a one-pixel-wide image takes another OpenCV code path (float
   weights, no residues). `test_padding_mask_equals_resizing_the_full_mask` holds this to the 2-D resize.
   [output_size] bool."""
+  if first == 0 and count == padded_length:  # no padding on this axis (most crops): nothing to resize
+    return np.zeros(output_size, bool)
   is_padding = np.ones((padded_length, 2), np.float64)
   is_padding[first:first + count] = 0
   return cv2.resize(is_padding, (2, output_size))[:, 0] != 0
@@ -113,10 +116,17 @@ def padding_mask(box_to_crop_around_xywh, image_shape, factor: float, output_siz
   resized crop is (or touches) zero padding. Separable (rows | columns): the bilinear weights are
   positive, so a resized pixel of the 2-D mask is non-zero exactly when its row or its column touches
   padding. [output_size, output_size] bool."""
-  x1, y1, side = crops.crop_window(box_to_crop_around_xywh, factor)
-  rows = _resized_padding(*_axis_window(y1, side, image_shape[0]), output_size)
-  cols = _resized_padding(*_axis_window(x1, side, image_shape[1]), output_size)
+  rows, cols = padding_axes(box_to_crop_around_xywh, image_shape, factor, output_size)
   return rows[:, None] | cols[None, :]
+
+
+def padding_axes(box_to_crop_around_xywh, image_shape, factor: float,
+                 output_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """`padding_mask` as its two factors: (rows [output_size] bool, columns [output_size] bool); the mask is
+  `rows[:, None] | cols[None, :]`."""
+  x1, y1, side = crops.crop_window(box_to_crop_around_xywh, factor)
+  return (_resized_padding(*_axis_window(y1, side, image_shape[0]), output_size),
+          _resized_padding(*_axis_window(x1, side, image_shape[1]), output_size))
 
 
 def crop_and_box(image: np.ndarray, box_to_crop_around_xywh, box_to_transform_xywh, factor: float,
@@ -133,24 +143,44 @@ def crop_and_box(image: np.ndarray, box_to_crop_around_xywh, box_to_transform_xy
   Returns (crop [S, S, 3] uint8, box_to_transform in the crop (x, y, w, h) / S [4] float32,
   padding mask [S, S] bool), S = output_size.
   """
+  crop, box, (rows, cols) = _crop_box_and_padding(image, box_to_crop_around_xywh, box_to_transform_xywh, factor,
+                                                   output_size)
+  return crop, box, rows[:, None] | cols[None, :]
+
+
+def _crop_box_and_padding(image, box_to_crop_around_xywh, box_to_transform_xywh, factor: float,
+                          output_size: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+  """`crop_and_box` with the padding mask as `padding_axes` gives it (rows, columns)."""
   if hasattr(image, "sample_target"):  # a pre-cropped frame (`precropped.PrecroppedFrame`)
     crop, resize_factor = image.sample_target(box_to_crop_around_xywh, factor, output_size)
   else:
     crop, resize_factor = crops.sample_target(image, box_to_crop_around_xywh, factor, output_size)
   box = transform_image_to_crop(box_to_transform_xywh, box_to_crop_around_xywh, resize_factor, output_size,
                                 normalize=True)
-  return crop, box, padding_mask(box_to_crop_around_xywh, image.shape, factor, output_size)
+  return crop, box, padding_axes(box_to_crop_around_xywh, image.shape, factor, output_size)
 
 
 def crop_is_valid(mask: np.ndarray, stride: int = VALIDITY_STRIDE) -> bool:
   """The original's attention-mask checks: reject a crop whose mask is all padding, or whose mask sampled
   at `size // stride` points per side (torch `F.interpolate` nearest: index `floor(i * size / n)` in float32)
   is all padding. The second check implies the first."""
-  size = mask.shape[0]
+  index = _validity_samples(mask.shape[0], stride)
+  return not bool(mask[np.ix_(index, index)].all())
+
+
+def axes_are_valid(rows: np.ndarray, cols: np.ndarray, stride: int = VALIDITY_STRIDE) -> bool:
+  """`crop_is_valid(rows[:, None] | cols[None, :])` without making the mask: an OR of a row and a column
+  flag is true at every sampled (i, j) exactly when every sampled row or every sampled column is padding."""
+  index = _validity_samples(len(rows), stride)
+  return not (bool(rows[index].all()) or bool(cols[index].all()))
+
+
+@functools.lru_cache(maxsize=64)
+def _validity_samples(size: int, stride: int) -> np.ndarray:
+  """The indices `crop_is_valid` samples along a side of `size` pixels."""
   samples = size // stride
   scale = np.float32(size) / np.float32(samples)
-  index = np.minimum(np.floor(np.arange(samples, dtype=np.float32) * scale).astype(np.int64), size - 1)
-  return not bool(mask[np.ix_(index, index)].all())
+  return np.minimum(np.floor(np.arange(samples, dtype=np.float32) * scale).astype(np.int64), size - 1)
 
 
 def flip_box(box_xywh, flip: bool, mirror: float) -> np.ndarray:
@@ -258,19 +288,19 @@ class FrameProcessing:
     if any(crops.crop_side(j, spec.factor) < 1 for j in jittered):
       return None
     if not make_pixels:
-      masks = [padding_mask(j, f.shape, spec.factor, spec.size) for f, j in zip(frames, jittered)]
-      return [] if all(crop_is_valid(m) for m in masks) else None
+      axes = [padding_axes(j, f.shape, spec.factor, spec.size) for f, j in zip(frames, jittered)]
+      return [] if all(axes_are_valid(*a) for a in axes) else None
     out = []
     for frame, box, jittered_box in zip(frames, boxes, jittered):
-      crop, crop_box, mask = crop_and_box(frame, jittered_box, box, spec.factor, spec.size)
+      crop, crop_box, (rows, cols) = _crop_box_and_padding(frame, jittered_box, box, spec.factor, spec.size)
       brightness = rng.uniform(max(0.0, 1 - BRIGHTNESS_JITTER), 1 + BRIGHTNESS_JITTER)
       flip = rng.random() < FLIP_PROBABILITY
       if flip:
         # The original flips the attention mask too, and its strided check is not mirror-symmetric. Flipping
         # the uint8 crop before the (per-pixel) normalisation gives the same values as flipping after it.
-        crop, mask = np.ascontiguousarray(crop[:, ::-1]), mask[:, ::-1]
-      out.append((crop, brightness, flip_box(crop_box, flip, 1.0), mask))
-    if not all(crop_is_valid(mask) for *_, mask in out):
+        crop, cols = cv2.flip(crop, 1), cols[::-1]
+      out.append((crop, brightness, flip_box(crop_box, flip, 1.0), (rows, cols)))
+    if not all(axes_are_valid(*axes) for *_, axes in out):
       return None
     return out  # normalised by __call__ once the example is accepted, into the output arrays
 

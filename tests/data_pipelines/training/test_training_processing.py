@@ -106,6 +106,7 @@ def test_padding_mask_equals_resizing_the_full_mask():
   """The separable mask against the original's construction (ones, zeros where the image is, cv2.resize,
   bool) on random windows, many partly or wholly off the image, some at exact 2x/3x scales."""
   rng = np.random.default_rng(0)
+  unpadded_axes = 0
   for i in range(400):
     height, width = (int(v) for v in rng.integers(5, 300, 2))
     output_size = int(rng.choice([7, 16, 32, 112, 224]))
@@ -127,6 +128,25 @@ def test_padding_mask_equals_resizing_the_full_mask():
     expected = cv2.resize(full, (output_size, output_size)).astype(bool)
     np.testing.assert_array_equal(processing.padding_mask(box, (height, width), factor, output_size), expected,
                                   err_msg=f"box {box.tolist()} image {height}x{width} factor {factor}")
+    unpadded_axes += (pads[0] == pads[1] == 0) + (pads[2] == pads[3] == 0)
+  assert unpadded_axes >= 20  # the shortcut for an axis without padding was compared too
+
+
+def test_crop_validity_from_the_masks_rows_and_columns_equals_validity_from_the_mask():
+  """`axes_are_valid(rows, cols)` (what the pipeline checks) against `crop_is_valid` of the full mask
+  `rows | cols`, on random axes with padding at either end, in the middle, or none."""
+  rng = np.random.default_rng(1)
+  outcomes = set()
+  for _ in range(3000):
+    size = int(rng.choice([16, 32, 50, 112, 224]))
+    rows, cols = (rng.random(size) < rng.choice([0.0, 0.3, 0.9, 1.0]) for _ in range(2))
+    if rng.random() < 0.5:  # padding as a crop has it: a run at one end
+      start = int(rng.integers(0, size + 1))
+      rows = np.arange(size) >= start if rng.random() < 0.5 else np.arange(size) < start
+    expected = processing.crop_is_valid(rows[:, None] | cols[None, :])
+    assert processing.axes_are_valid(rows, cols) == expected, (size, rows.tolist(), cols.tolist())
+    outcomes.add(expected)
+  assert outcomes == {True, False}
 
 
 def test_crop_validity_samples_the_mask_every_16_pixels():
