@@ -84,3 +84,24 @@ class RecordReads:
 
     monkeypatch.setattr(packed._RecordSource, "record", counted_record)  # pylint: disable=protected-access
     monkeypatch.setattr(packed._RecordSource, "records", counted_records)  # pylint: disable=protected-access
+
+
+def assert_records_parse_as_tfds_parses_them(source):
+  """Every record of `source` (a packed or pre-cropped set's `packed._RecordSource`), read through its own
+  parser one by one and several at once, equals what tfds' `data_source` gives for it, types included."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
+  reference = tfds.data_source(f"{source.builder}/{packed.config_name(source.name)}:{source.version}",
+                               split=packed.SPLIT, data_dir=source.data_dir, download=False)
+  assert packed.ExampleParser.supports(reference.dataset_info.features)
+  indices = list(range(len(reference)))[::-1]
+  pairs = list(zip(indices, source.records(indices))) + [(0, source.record(0))]
+  assert source._parse is not None  # pylint: disable=protected-access  # the records above were ours
+  for index, ours in pairs:
+    theirs = reference[index]
+    assert ours.keys() == theirs.keys(), index
+    for key, value in theirs.items():
+      assert type(ours[key]) is type(value), (index, key, type(ours[key]), type(value))
+      if isinstance(value, np.ndarray):
+        assert ours[key].dtype == value.dtype and ours[key].shape == value.shape, (index, key)
+      np.testing.assert_array_equal(ours[key], value, err_msg=f"record {index} {key}")

@@ -65,6 +65,11 @@ def test_fast_examples_have_the_exact_paths_draws_labels_checks_and_skips(built)
   assert report["crops"] > 0 and report["uncovered_crops"] <= report["crops"] // 20
 
 
+def test_records_parse_as_tfds_parses_them(built):
+  _, _, fast, _, _ = built
+  pipeline_fakes.assert_records_parse_as_tfds_parses_them(fast[0].sequence(0).frames[0].source)
+
+
 def test_on_a_bucket_an_examples_crops_are_read_in_one_call_and_give_the_same_examples(built, monkeypatch):
   config, _, fast, _, _ = built
   local = pipeline_fakes.RecordReads(monkeypatch)
