@@ -173,7 +173,7 @@ class _Window:
   y1: int
   stored_width: int
   stored_height: int
-  jpeg: bytes
+  jpeg: memoryview  # into the record's blob: the JPEGs are not copied out of it
 
   @property
   def density(self) -> float:
@@ -188,9 +188,10 @@ def decode_windows(blob: bytes) -> list[_Window]:
   count = int(np.frombuffer(blob, np.int32, 1)[0])
   header = np.frombuffer(blob, np.int32, count * _HEADER_FIELDS, 4).reshape(count, _HEADER_FIELDS)
   offset = 4 * (1 + count * _HEADER_FIELDS)
+  view = memoryview(blob)
   windows = []
   for x0, y0, x1, y1, out_w, out_h, size in header.tolist():
-    windows.append(_Window(x0, y0, x1, y1, out_w, out_h, blob[offset:offset + size]))
+    windows.append(_Window(x0, y0, x1, y1, out_w, out_h, view[offset:offset + size]))
     offset += size
   return windows
 
