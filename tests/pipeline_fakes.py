@@ -89,6 +89,7 @@ class RecordReads:
 def assert_records_parse_as_tfds_parses_them(source):
   """Every record of `source` (a packed or pre-cropped set's `packed._RecordSource`), read through its own
   parser one by one and several at once, equals what tfds' `data_source` gives for it, types included."""
+  # Here, not at the top: grain workers import this module, and tfds would slow every worker's start.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
   reference = tfds.data_source(f"{source.builder}/{packed.config_name(source.name)}:{source.version}",
