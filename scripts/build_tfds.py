@@ -143,8 +143,9 @@ def _pack_into_bucket(data_dir: str):
   import shutil  # pylint: disable=g-import-not-at-top
   from data_pipelines.training import packed, precropped  # pylint: disable=g-import-not-at-top
   from fartrack_jax import storage  # pylint: disable=g-import-not-at-top
-  builder = precropped.BUILDER_NAME if _FORMAT.value == "crops" else packed.BUILDER_NAME
-  target = packed.packed_path(_DATASET.value, data_dir, builder)
+  builder, version = ((precropped.BUILDER_NAME, precropped.DATASET_VERSION) if _FORMAT.value == "crops"
+                      else (packed.BUILDER_NAME, packed.DATASET_VERSION))
+  target = packed.packed_path(_DATASET.value, data_dir, builder, version)
   if (target / "dataset_info.json").exists():
     print(f"{_DATASET.value}: already packed in {target}; delete that folder to pack again", flush=True)
   else:

@@ -146,8 +146,9 @@ def assert_same_packed_set(fmt: str, name: str, want_dir, got_dir, ignore_table:
   import io  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from data_pipelines.training import packed, precropped  # pylint: disable=g-import-not-at-top
-  builder = precropped.BUILDER_NAME if fmt == "crops" else packed.BUILDER_NAME
-  want, got = (tfds.data_source(f"{builder}/{packed.config_name(name)}:1.0.0", split="train", data_dir=d,
+  builder, version = ((precropped.BUILDER_NAME, precropped.DATASET_VERSION) if fmt == "crops"
+                      else (packed.BUILDER_NAME, packed.DATASET_VERSION))
+  want, got = (tfds.data_source(f"{builder}/{packed.config_name(name)}:{version}", split="train", data_dir=d,
                                 download=False) for d in (want_dir, got_dir))
   assert len(got) == len(want) > 0
   for index in range(len(want)):
@@ -157,7 +158,7 @@ def assert_same_packed_set(fmt: str, name: str, want_dir, got_dir, ignore_table:
       np.testing.assert_array_equal(b[key], a[key], err_msg=f"{fmt} record {index} {key}")
   tables = []
   for data_dir in (want_dir, got_dir):
-    data = (packed.packed_path(name, data_dir, builder) / packed.SEQUENCES_FILE).read_bytes()
+    data = (packed.packed_path(name, data_dir, builder, version) / packed.SEQUENCES_FILE).read_bytes()
     with np.load(io.BytesIO(data)) as npz:
       tables.append({k: npz[k] for k in npz.files})
   assert tables[0].keys() == tables[1].keys()

@@ -90,8 +90,8 @@ def test_pack_train_three_stages_export_evaluate_and_analyse_on_a_bucket(gcs, tm
                f"--scratch_dir={tmp_path / 'scratch'}")
     assert "SYNTHETIC: 3 sequences, 72 frames" in log, log
   names = gcs.objects("tfds/")
-  for builder in ("tracking_frames", "tracking_crops"):
-    folder = f"tfds/{builder}/synthetic/1.0.0/"
+  for builder, version in (("tracking_frames", "1.0.0"), ("tracking_crops", "2.0.0")):
+    folder = f"tfds/{builder}/synthetic/{version}/"
     assert {folder + "dataset_info.json", folder + "sequences.npz"} <= set(names), names
     assert any(n.startswith(folder) and ".array_record-" in n for n in names), names
   assert not os.listdir(tmp_path / "scratch"), "the local build is removed once it is in the bucket"

@@ -287,7 +287,7 @@ def _record_layout(source: datasets.TrainDataset) -> tuple[np.ndarray, np.ndarra
 
 
 def _write_table(path: epath.Path, source: datasets.TrainDataset, first_record: np.ndarray, num_records: int,
-                 unreadable_frames: int, **extra) -> None:
+                 unreadable_frames: int, table_format: int = TABLE_FORMAT, **extra) -> None:
   names, object_classes, lengths, boxes, valid, visible = [], [], [], [], [], []
   for seq in source:  # one at a time: a sequence's frame paths are not kept
     names.append(seq.name)
@@ -300,7 +300,7 @@ def _write_table(path: epath.Path, source: datasets.TrainDataset, first_record: 
   class_ids = {c: i for i, c in enumerate(classes)}
   skipped = source.skipped
   arrays = dict(
-      table_format=np.int64(TABLE_FORMAT), train_name=np.str_(source.name), root=np.str_(source.root),
+      table_format=np.int64(table_format), train_name=np.str_(source.name), root=np.str_(source.root),
       is_video=np.bool_(source.is_video), names=np.array(names, np.str_),
       classes=np.array(classes, np.str_).reshape(-1),
       seq_class=np.array([class_ids.get(c, -1) for c in object_classes], np.int32),
@@ -537,18 +537,29 @@ class PackedFrame:
   def name(self) -> str:
     return f"{self.label} frame {self.frame} ({self.source.path} record {self.record})"
 
+  @property
+  def record_index(self) -> int:
+    """The record that reading this frame reads: `record` (a pre-cropped frame's depends on its crops)."""
+    return self.record
+
   def with_record(self, record: dict) -> "PackedFrame":
-    """This frame holding its record `record` (as `source.records` read it), so that reading it sends no
-    request of its own."""
+    """This frame holding its record `record` (record `record_index`, as `source.records` read it), so
+    that reading it sends no request of its own."""
     return dataclasses.replace(self, prefetched=record)
 
-  def checked_record(self) -> dict:
-    """This frame's record, refused when it is another frame's (records out of the table's order)."""
-    record = self.source.record(self.record) if self.prefetched is None else self.prefetched
+  def check_record(self, record: dict, index: int) -> None:
+    """DatasetError when `record`, read as record `index`, is another frame's (records out of the table's
+    order)."""
     if (int(record["sequence"]), int(record["frame"])) != (self.sequence, self.frame):
-      raise DatasetError(f"{self.source.path}: record {self.record} holds sequence {int(record['sequence'])} "
+      raise DatasetError(f"{self.source.path}: record {index} holds sequence {int(record['sequence'])} "
                          f"frame {int(record['frame'])}, {SEQUENCES_FILE} says sequence {self.sequence} frame "
                          f"{self.frame}: the records are not in the table's order")
+
+  def checked_record(self) -> dict:
+    """This frame's record (`record_index`), refused when it is not this frame's (`check_record`)."""
+    index = self.record_index
+    record = self.source.record(index) if self.prefetched is None else self.prefetched
+    self.check_record(record, index)
     return record
 
   def read_bytes(self) -> bytes:
@@ -582,6 +593,7 @@ class PackedTrainDataset:
   VERSION = DATASET_VERSION
   TABLE_FORMAT = TABLE_FORMAT
   FRAME = PackedFrame
+  RECORDS_PER_FRAME = 1  # the records of a sequence's frame k start at its first record + k * this
   BUILD_FLAGS = ""  # what build_tfds.py needs besides --dataset, --root and --data-dir
 
   def __init__(self, name: str, data_dir: str):
@@ -643,7 +655,8 @@ class PackedTrainDataset:
     name = str(self._names[i])
     label = f"{self.name}/{name}"
     first, owner = int(self._first_record[i]), int(self._owner[i])
-    frames = tuple(self.FRAME(self._source, first + k, owner, k, label) for k in range(stop - start))
+    frames = tuple(self.FRAME(self._source, first + k * self.RECORDS_PER_FRAME, owner, k, label)
+                   for k in range(stop - start))
     class_id = int(self._seq_class[i])
     return TrainSequence(dataset=self.name, name=name, frames=frames, boxes=self._boxes[start:stop],
                          valid=self._valid[start:stop], visible=self._visible[start:stop],

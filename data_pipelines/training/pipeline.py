@@ -30,6 +30,7 @@ from data_pipelines import paths
 from data_pipelines.training import sampler
 
 SKIP_REASONS = ("unreadable_image", "bad_box", "rejected_crop")
+CROP_KINDS = ("template", "search")  # what an example crops out of a frame (`FrameProcessing`)
 MAX_REDRAWS = 100
 FRAME_READ_AHEAD = 4  # batches in flight per process
 FRAME_READ_THREADS = FRAME_READ_AHEAD  # grain uses at most one thread per buffered element
@@ -73,11 +74,20 @@ def read_images(frames) -> list[np.ndarray]:
     return [read_image(f) for f in frames]
   source = getattr(frames[0], "source", None)
   if hasattr(source, "records") and all(getattr(f, "source", None) == source for f in frames):
-    return [read_image(f.with_record(r)) for f, r in zip(frames, source.records([f.record for f in frames]))]
+    records = source.records([f.record_index for f in frames])
+    return [read_image(f.with_record(r)) for f, r in zip(frames, records)]
   if _read_pool is None or _read_pool[0] != os.getpid():  # a grain worker does not inherit threads
     _read_pool = (os.getpid(), concurrent.futures.ThreadPoolExecutor(FRAME_PARALLEL_READS,
                                                                        thread_name_prefix="frame_read"))
   return list(_read_pool[1].map(read_image, frames))
+
+
+def for_crops(frame, kinds):
+  """`frame` narrowed to what crops of `kinds` (a subset of CROP_KINDS) need of it: a pre-cropped frame
+  (`precropped.PrecroppedFrameRef.for_crops`) drawn only as a template then reads its small template
+  record; any other frame is returned as it is."""
+  narrow = getattr(frame, "for_crops", None)
+  return frame if narrow is None else narrow(kinds)
 
 
 def read_image(frame) -> np.ndarray:
@@ -152,7 +162,9 @@ class FrameExamples:
       pick, seq = sampler.sample_frames(self.datasets, probabilities, rng, self.num_templates, 1, self.max_gap)
       try:
         ids = sorted(set(pick.template_ids + pick.search_ids))
-        images = dict(zip(ids, read_images([seq.frames[i] for i in ids])))
+        drawn_as = dict(zip(CROP_KINDS, (pick.template_ids, pick.search_ids)))
+        frames = [for_crops(seq.frames[i], [kind for kind, drawn in drawn_as.items() if i in drawn]) for i in ids]
+        images = dict(zip(ids, read_images(frames)))
         where = lambda i: f"{self.datasets[pick.dataset].name}/{getattr(seq, 'name', pick.sequence)} frame {i}"
         template_boxes = [check_box(seq.boxes[i], images[i], where(i)) for i in pick.template_ids]
         search_box = check_box(seq.boxes[pick.search_ids[0]], images[pick.search_ids[0]],

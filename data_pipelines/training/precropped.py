@@ -13,9 +13,13 @@ and centre +-1.75 crop sizes, so one window at one resolution would be either hu
     level L of LEVELS (one level when the kind is not jittered): all about (center_jitter + f) * S / f
     pixels a side (420 for the search, 112 + margin for the templates), never finer than the frame itself,
     clipped to the frame (outside it the crop is zero padding, as in the original);
-  - a crop takes the smallest window (in stored pixels; the finer of equals) that covers its region
-    (inside the frame) at its density or finer, else the finest that covers it, else the largest, zero
-    outside it (a crop of a rare, very large jitter reaching past every window: `coverage()` counts them).
+  - a crop takes, among its kind's windows, the smallest (in stored pixels; the finer of equals) that covers
+    its region (inside the frame) at its density or finer, else the finest that covers it, else the
+    largest, zero outside it (a crop of a rare, very large jitter reaching past every window: `coverage()`
+    counts them);
+  - a frame is stored twice: its template windows alone (~8 kB), then all its windows (~150-280 kB). A frame
+    drawn only as a template (~3.5 of an example's ~4.5 distinct frames) reads the first, any other frame
+    the second: one record per frame still, a third of the bytes per example (docs/performance.md).
 
 What stays exact: the example's random draws, frames, jittered boxes, box labels and tokens, validity
 checks and skip counters are the exact path's (the same `FrameProcessing` on the same draws: only
@@ -28,13 +32,14 @@ of dropping the frame's last column/row when a crop reaches it is not reproduced
     python scripts/build_tfds.py --dataset LASOT --root /data/lasot --data-dir /data/tfds --format crops
     datasets = open_precropped_datasets(["LASOT"], "/data/tfds", FrameProcessing.from_config(config))
 
-Stored (builder `tracking_crops`, one config per training name, `<data_dir>/tracking_crops/<name>/1.0.0/`):
-one record per (sequence, frame) (an image dataset's objects each have their own record), features
-`windows` (see `encode_windows`; empty for a frame that could not be read), `image_size` [2] int32
-(height, width of the frame; 0, 0 when unreadable), `sequence`, `frame`; and `sequences.npz` as
-`packed.py`'s plus the crop settings it was built for (`crop_specs`, `window_specs`, `jpeg_quality`), which
+Stored (builder `tracking_crops`, one config per training name, `<data_dir>/tracking_crops/<name>/2.0.0/`):
+RECORDS_PER_FRAME records per (sequence, frame), the parts of RECORD_KINDS in order (an image dataset's
+objects each have their own), features `windows` (see `encode_windows`; empty for a frame that could not be
+read), `image_size` [2] int32 (height, width of the frame; 0, 0 when unreadable), `sequence`, `frame`,
+`part` (index in RECORD_KINDS); and `sequences.npz` as `packed.py`'s (`first_record` counting records) plus
+the crop settings it was built for (`crop_specs`, `window_specs` with `window_kinds`, `jpeg_quality`), which
 opening checks against the run's: a set built for other crops is refused with one line saying how to
-rebuild it.
+rebuild it, a set of the older format 1.0.0 (all of a frame's windows in its one record) likewise.
 """
 
 from __future__ import annotations
@@ -64,8 +69,14 @@ __all__ = ["BUILDER_NAME", "LEVELS", "PrecroppedFrame", "PrecroppedTrainDataset"
            "pack_precropped_dataset", "window_specs"]
 
 BUILDER_NAME = "tracking_crops"
-DATASET_VERSION = "1.0.0"
-TABLE_FORMAT = 1
+# 2.0.0: a record per frame and crop kind (1.0.0: one record per frame, every window in it).
+DATASET_VERSION = "2.0.0"
+TABLE_FORMAT = 2
+KINDS = pipeline.CROP_KINDS  # ("template", "search")
+# A frame's records, in order, by the crop kinds whose windows each holds: a frame drawn only as a template
+# reads the first (its template windows, ~8 kB), any other frame the second (all its windows, ~150-280 kB).
+RECORD_KINDS = (KINDS[:1], KINDS)
+RECORDS_PER_FRAME = len(RECORD_KINDS)
 # Search windows for s' = L * s, levels sqrt(2) apart: a crop whose jittered box lies between two levels is
 # covered by the coarser one at >= 1/sqrt(2) of the density it asks for (or by the finer one). 0.5..4 spans
 # s' within +-2 standard deviations of the search jitter below and +-3.9 above (exp(N(0, 0.354^2))).
@@ -73,7 +84,8 @@ LEVELS = tuple(2.0 ** (k / 2) for k in range(-2, 5))  # 0.5, 0.71, 1, ..., 4
 JPEG_QUALITY = 95
 # Pixels added around every window: `sample_target`'s rounding of the crop's corner (+-0.5) and its ceil.
 MARGIN = 2
-_HEADER_FIELDS = 7  # per window: x0, y0, x1, y1 (frame pixels), stored width, height, JPEG bytes
+# Per window: x0, y0, x1, y1 (frame pixels), stored width, height, JPEG bytes, crop kind (index in KINDS).
+_HEADER_FIELDS = 8
 
 # Crops made in this process: "covered" (a window holds the crop's region), "uncovered" (it reaches past
 # every window inside the frame), "outside" (wholly outside the frame: all padding, no window needed).
@@ -94,22 +106,24 @@ class WindowSpec:
 
 
 def window_specs(template: processing.CropSpec, search: processing.CropSpec,
-                 levels: Sequence[float] = LEVELS, oversample: float = 1.0) -> tuple[WindowSpec, ...]:
-  """The windows every frame stores for these crop kinds (see the module docstring), distinct, in order.
-  `oversample` > 1 stores every window that much finer: closer crops (less blur from resampling twice),
-  for oversample^2 the decoding and storage."""
+                 levels: Sequence[float] = LEVELS, oversample: float = 1.0) -> dict[str, tuple[WindowSpec, ...]]:
+  """The windows every frame stores for each crop kind (KINDS; see the module docstring), distinct, in
+  order. `oversample` > 1 stores every window that much finer: closer crops (less blur from resampling
+  twice), for oversample^2 the decoding and storage."""
   if not oversample >= 1:
     raise ValueError(f"oversample must be >= 1, got {oversample}")
-  out = []
-  for spec in (template, search):
+  out = {}
+  for kind, spec in zip(KINDS, (template, search)):
     reach = (spec.center_jitter + spec.factor) / 2
     density = spec.size / spec.factor * oversample
     jittered = spec.center_jitter != 0 or spec.scale_jitter != 0
+    windows = []
     for level in (levels if jittered else (1.0,)):
       window = WindowSpec(reach * level, density / level)
-      if window not in out:
-        out.append(window)
-  return tuple(out)
+      if window not in windows:
+        windows.append(window)
+    out[kind] = tuple(windows)
+  return out
 
 
 def window_regions(box_xywh, height: int, width: int, specs: Sequence[WindowSpec]) -> list[tuple[int, ...]]:
@@ -142,27 +156,39 @@ def window_regions(box_xywh, height: int, width: int, specs: Sequence[WindowSpec
   return kept
 
 
-def encode_windows(image_bgr: np.ndarray, box_xywh, specs: Sequence[WindowSpec],
-                   quality: int = JPEG_QUALITY) -> bytes:
-  """A frame's windows as one blob: int32 count, count x _HEADER_FIELDS int32, then the JPEGs in order.
-  No window (empty blob with count 0) when the box is not usable (non-finite, empty, outside the frame):
-  training then skips the frame as a bad box, as the exact path does."""
+def _encode_kind(image_bgr: np.ndarray, box_xywh, specs: Sequence[WindowSpec], kind: int,
+                 quality: int) -> list[tuple[list[int], bytes]]:
+  """(header fields, JPEG) of each window of `specs` (crop kind index `kind`); none when the box is not usable
+  (non-finite, empty, outside the frame): training then skips the frame as a bad box, as the exact path
+  does."""
   height, width = image_bgr.shape[:2]
   box = np.asarray(box_xywh, np.float64)
-  regions = []
-  if np.all(np.isfinite(box)) and box[2] > 0 and box[3] > 0:
-    regions = window_regions(box, height, width, specs)
-  header, payload = [len(regions)], []
-  for x0, y0, x1, y1, out_w, out_h in regions:
+  if not (np.all(np.isfinite(box)) and box[2] > 0 and box[3] > 0):
+    return []
+  out = []
+  for x0, y0, x1, y1, out_w, out_h in window_regions(box, height, width, specs):
     region = image_bgr[y0:y1, x0:x1]
     if (out_w, out_h) != (x1 - x0, y1 - y0):
       region = cv2.resize(region, (out_w, out_h), interpolation=cv2.INTER_AREA)
     ok, jpeg = cv2.imencode(".jpg", region, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
       raise ValueError(f"could not encode a {out_w}x{out_h} window")
-    header += [x0, y0, x1, y1, out_w, out_h, len(jpeg)]
-    payload.append(jpeg.tobytes())
-  return np.asarray(header, np.int32).tobytes() + b"".join(payload)
+    out.append(([x0, y0, x1, y1, out_w, out_h, len(jpeg), kind], jpeg.tobytes()))
+  return out
+
+
+def _blob(windows: Sequence[tuple[list[int], bytes]]) -> bytes:
+  header = [len(windows)] + [field for fields, _ in windows for field in fields]
+  return np.asarray(header, np.int32).tobytes() + b"".join(jpeg for _, jpeg in windows)
+
+
+def encode_windows(image_bgr: np.ndarray, box_xywh, specs: dict[str, Sequence[WindowSpec]],
+                   quality: int = JPEG_QUALITY) -> bytes:
+  """A frame's windows of each crop kind in `specs` (`window_specs`' dict, or part of it) as one blob: int32
+  count, count x _HEADER_FIELDS int32 (the last: the window's kind, an index in KINDS), then the JPEGs in
+  order. No window (count 0) when the box is not usable."""
+  return _blob([w for i, kind in enumerate(KINDS) if kind in specs
+                for w in _encode_kind(image_bgr, box_xywh, specs[kind], i, quality)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,27 +209,31 @@ class _Window:
     return self.x0 <= x0 and self.y0 <= y0 and self.x1 >= x1 and self.y1 >= y1
 
 
-def decode_windows(blob: bytes) -> list[_Window]:
-  """`encode_windows`' blob -> its windows (JPEGs still encoded)."""
+def decode_windows(blob: bytes, kinds: Sequence[str] = KINDS) -> dict[str, list[_Window]]:
+  """`encode_windows`' blob -> its windows (JPEGs still encoded) by crop kind, every kind of `kinds` present
+  (the kinds the blob was made for: none of their windows when the box was not usable)."""
   count = int(np.frombuffer(blob, np.int32, 1)[0])
   header = np.frombuffer(blob, np.int32, count * _HEADER_FIELDS, 4).reshape(count, _HEADER_FIELDS)
   offset = 4 * (1 + count * _HEADER_FIELDS)
   view = memoryview(blob)
-  windows = []
-  for x0, y0, x1, y1, out_w, out_h, size in header.tolist():
-    windows.append(_Window(x0, y0, x1, y1, out_w, out_h, view[offset:offset + size]))
+  windows = {kind: [] for kind in kinds}
+  for x0, y0, x1, y1, out_w, out_h, size, kind in header.tolist():
+    if not (0 <= kind < len(KINDS) and KINDS[kind] in windows):
+      raise ValueError(f"a window of crop kind {kind} in a blob of kinds {tuple(kinds)}")
+    windows[KINDS[kind]].append(_Window(x0, y0, x1, y1, out_w, out_h, view[offset:offset + size]))
     offset += size
   return windows
 
 
 class PrecroppedFrame:
   """A frame as its windows: what `FrameProcessing` needs of a frame (`shape`, grayscale, flip,
-  `sample_target`) without its full pixels. Windows are decoded on first use."""
+  `sample_target`) without its full pixels. `windows` maps each crop kind read (KINDS) to that kind's
+  windows; a crop of a kind is cut from that kind's windows. Windows are decoded on first use."""
 
-  def __init__(self, height: int, width: int, windows: Sequence[_Window], name: object = "",
+  def __init__(self, height: int, width: int, windows: dict[str, Sequence[_Window]], name: object = "",
                grayscale: bool = False, mirrored: bool = False, decoded: dict | None = None):
     self.shape = (int(height), int(width), 3)
-    self.windows = tuple(windows)
+    self.windows = {kind: tuple(w) for kind, w in windows.items()}
     self._name = name  # a string, or a frame reference whose `name` is made only for a message
     self.grayscale = grayscale
     self.mirrored = mirrored
@@ -224,32 +254,35 @@ class PrecroppedFrame:
     """The frame flipped left-right (`frame[:, ::-1]`)."""
     return self._view(mirrored=not self.mirrored)
 
-  def _pixels(self, index: int) -> np.ndarray:
-    if index not in self._decoded:
-      window = self.windows[index]
+  def _pixels(self, kind: str, index: int) -> np.ndarray:
+    if (kind, index) not in self._decoded:
+      window = self.windows[kind][index]
       image = cv2.imdecode(np.frombuffer(window.jpeg, np.uint8), cv2.IMREAD_COLOR)
       if image is None or image.shape[:2] != (window.stored_height, window.stored_width):
-        raise pipeline.BadSample("unreadable_image", f"{self.name} (window {index})")
-      self._decoded[index] = image
-    return self._decoded[index]
+        raise pipeline.BadSample("unreadable_image", f"{self.name} ({kind} window {index})")
+      self._decoded[kind, index] = image
+    return self._decoded[kind, index]
 
-  def _choose(self, x0, y0, x1, y1, density: float) -> int:
-    covering = [i for i, w in enumerate(self.windows) if w.contains(x0, y0, x1, y1)]
+  @staticmethod
+  def _choose(windows: Sequence[_Window], x0, y0, x1, y1, density: float) -> int:
+    covering = [i for i, w in enumerate(windows) if w.contains(x0, y0, x1, y1)]
     if not covering:
       _coverage["uncovered"] += 1
-      return max(range(len(self.windows)),
-                 key=lambda i: (self.windows[i].x1 - self.windows[i].x0) * (self.windows[i].y1 - self.windows[i].y0))
+      return max(range(len(windows)), key=lambda i: (windows[i].x1 - windows[i].x0) * (windows[i].y1 - windows[i].y0))
     _coverage["covered"] += 1
     # A float32 ulp of slack: the template crop asks for exactly its window's density.
-    fine = [i for i in covering if self.windows[i].density >= density * (1 - 1e-6)]
+    fine = [i for i in covering if windows[i].density >= density * (1 - 1e-6)]
     if fine:
-      return min(fine, key=lambda i: (self.windows[i].stored_width * self.windows[i].stored_height,
-                                      -self.windows[i].density))
-    return max(covering, key=lambda i: self.windows[i].density)
+      return min(fine, key=lambda i: (windows[i].stored_width * windows[i].stored_height, -windows[i].density))
+    return max(covering, key=lambda i: windows[i].density)
 
-  def sample_target(self, box, factor: float, output_size: int) -> tuple[np.ndarray, float]:
-    """`crops.sample_target` of the (grayscale, mirrored) frame, sampled from a window.
+  def sample_target(self, box, factor: float, output_size: int, kind: str) -> tuple[np.ndarray, float]:
+    """`crops.sample_target` of the (grayscale, mirrored) frame, sampled from a window of crop kind `kind`.
     Returns `(crop [output_size, output_size, 3] uint8 RGB, resize_factor = output_size / crop_side)`."""
+    if kind not in self.windows:
+      raise ValueError(f"{self.name}: a {kind} crop asked of a frame read for {', '.join(self.windows)} crops "
+                       f"only (pipeline.for_crops)")
+    windows = self.windows[kind]
     x1, y1, side = crops.crop_window(box, factor)
     crops.check_croppable(box, side)
     height, width = self.shape[:2]
@@ -258,11 +291,11 @@ class PrecroppedFrame:
     region = (max(left, 0), max(y1, 0), min(left + side, width), min(y1 + side, height))
     crop = np.zeros((output_size, output_size, 3), np.uint8)
     resize_factor = output_size / side
-    if region[2] <= region[0] or region[3] <= region[1] or not self.windows:
+    if region[2] <= region[0] or region[3] <= region[1] or not windows:
       _coverage["outside"] += 1
       return crop, resize_factor
-    index = self._choose(*region, output_size / side)
-    window, pixels = self.windows[index], self._pixels(index)
+    index = self._choose(windows, *region, output_size / side)
+    window, pixels = windows[index], self._pixels(kind, index)
     sx = window.stored_width / (window.x1 - window.x0)
     sy = window.stored_height / (window.y1 - window.y0)
     step = side / output_size
@@ -287,14 +320,44 @@ class PrecroppedFrame:
 @dataclasses.dataclass(frozen=True, slots=True)
 class PrecroppedFrameRef(packed.PackedFrame):
   """A frame of a pre-cropped set: `read_frame()` gives its `PrecroppedFrame` (`pipeline.read_image` calls
-  it); BadSample("unreadable_image") for a frame that could not be read when packing."""
+  it) with the windows of at least the crop kinds in `kinds`, read from the smallest of its records that
+  holds them (`for_crops` narrows the kinds: a frame drawn only as a template reads its template record);
+  BadSample("unreadable_image") for a frame that could not be read when packing. `record` is the frame's
+  first record (RECORDS_PER_FRAME a frame, see RECORD_KINDS)."""
+  kinds: tuple[str, ...] = KINDS
+
+  @property
+  def part(self) -> int:
+    """Which of the frame's records it reads: the first holding every kind of `kinds`."""
+    return next(i for i, held in enumerate(RECORD_KINDS) if set(self.kinds) <= set(held))
+
+  @property
+  def record_index(self) -> int:
+    return self.record + self.part
+
+  def for_crops(self, kinds) -> "PrecroppedFrameRef":
+    """This frame reading only what crops of `kinds` (a non-empty subset of KINDS) need."""
+    if not kinds or set(kinds) - set(KINDS):
+      raise ValueError(f"crop kinds must be a non-empty subset of {KINDS}, got {tuple(kinds)}")
+    return dataclasses.replace(self, kinds=tuple(k for k in KINDS if k in kinds), prefetched=None)
+
+  def check_record(self, record: dict, index: int) -> None:
+    super(PrecroppedFrameRef, self).check_record(record, index)  # slots: no zero-argument super()
+    if int(record["part"]) != index - self.record:
+      raise DatasetError(f"{self.source.path}: record {index} is part {int(record['part'])} of its frame, the "
+                         f"layout says part {index - self.record} ({RECORDS_PER_FRAME} records a frame, holding "
+                         f"the windows of {' and '.join('+'.join(k) for k in RECORD_KINDS)} crops)")
 
   def read_frame(self) -> PrecroppedFrame:
     record = self.checked_record()
     height, width = (int(v) for v in record["image_size"])
     if height == 0 or width == 0:
       raise pipeline.BadSample("unreadable_image", self.name)
-    return PrecroppedFrame(height, width, decode_windows(record["windows"]), self)
+    try:
+      windows = decode_windows(record["windows"], RECORD_KINDS[self.part])
+    except ValueError as e:
+      raise DatasetError(f"{self.name}: {e}") from e
+    return PrecroppedFrame(height, width, windows, self)
 
 
 def _crop_specs_array(template: processing.CropSpec, search: processing.CropSpec) -> np.ndarray:
@@ -306,39 +369,47 @@ def _describe(specs: np.ndarray) -> str:
                    for kind, (f, s, c, j) in zip(("template", "search"), np.asarray(specs).reshape(2, 4)))
 
 
-def _encode_frame(task) -> tuple[bytes, tuple[int, int]]:
-  """(windows blob, (height, width)) of one frame file; (b"", (0, 0)) when it cannot be read."""
+def _encode_frame(task) -> tuple[tuple[bytes, ...], tuple[int, int]]:
+  """(windows blob of each of the frame's records (RECORD_KINDS), (height, width)) of one frame file; (empty
+  blobs, (0, 0)) when it cannot be read. `task`: (path, box, {kind: window specs}, JPEG quality)."""
   path, box, specs, quality = task
+  unreadable = tuple(b"" for _ in RECORD_KINDS), (0, 0)
   if paths.is_remote(path):  # a root on a bucket: the same decoder on the file's bytes
     try:
       data = paths.read_bytes(path)
     except OSError as e:
       if paths.is_storage_failure(path, e):
         raise packed.storage_failure(path, e) from None
-      return b"", (0, 0)
+      return unreadable
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
   else:
     image = cv2.imread(path, cv2.IMREAD_COLOR)
   if image is None:
-    return b"", (0, 0)
-  return encode_windows(image, box, specs, quality), image.shape[:2]
+    return unreadable
+  windows = {kind: _encode_kind(image, box, specs[kind], i, quality) for i, kind in enumerate(KINDS)}
+  return tuple(_blob([w for kind in held for w in windows[kind]]) for held in RECORD_KINDS), image.shape[:2]
 
 
-def _crop_example(train_name: str, index: int, frame: int, blob: bytes, size) -> tuple[dict, str | None]:
-  """(the record of frame `frame` of sequence `index`, None or why the frame could not be read)."""
+def _crop_examples(train_name: str, index: int, frame: int, blobs: Sequence[bytes], size):
+  """(record, None or why the frame could not be read) of each of frame `frame`'s records (RECORD_KINDS) in
+  sequence `index`; the reason comes with the first only (a frame is counted once)."""
   problem = f"{train_name} sequence {index} frame {frame}" if tuple(size) == (0, 0) else None
-  return {"windows": blob, "image_size": np.asarray(size, np.int32), "sequence": index, "frame": frame}, problem
+  for part, blob in enumerate(blobs):
+    yield {"windows": blob, "image_size": np.asarray(size, np.int32), "sequence": index, "frame": frame,
+           "part": part}, problem if part == 0 else None
 
 
-def crop_records(seq, index: int, first_record: int, num_records: int, specs: Sequence[WindowSpec],
+def crop_records(seq, index: int, first_record: int, num_records: int, specs: dict[str, Sequence[WindowSpec]],
                  quality: int = JPEG_QUALITY):
-  """The records of sequence `index` (`seq`, of training name `seq.dataset`), cut in this process: one
-  (tfds key, example, None or why the frame could not be read) per frame, as `TrackingCrops` writes them
-  (a Beam worker's unit of work: `beam_packing.py`)."""
+  """The records of sequence `index` (`seq`, of training name `seq.dataset`), cut in this process:
+  RECORDS_PER_FRAME (tfds key, example, None or why the frame could not be read) per frame, as
+  `TrackingCrops` writes them (a Beam worker's unit of work: `beam_packing.py`)."""
+  record = first_record
   for k, path in enumerate(seq.frames):
-    example, problem = _crop_example(seq.dataset, index, k,
-                                     *_encode_frame((path, np.asarray(seq.boxes[k], np.float64), specs, quality)))
-    yield packed.record_key(first_record + k, num_records), example, problem
+    for example, problem in _crop_examples(
+        seq.dataset, index, k, *_encode_frame((path, np.asarray(seq.boxes[k], np.float64), specs, quality))):
+      yield packed.record_key(record, num_records), example, problem
+      record += 1
 
 
 class TrackingCrops(packed.TrackingFrames):
@@ -348,14 +419,16 @@ class TrackingCrops(packed.TrackingFrames):
   frames are cut in N processes (0: in this one), in order."""
 
   VERSION = tfds.core.Version(DATASET_VERSION)
-  RELEASE_NOTES = {DATASET_VERSION: "Per frame, JPEG windows around its box at the crops' resolution."}
+  RELEASE_NOTES = {"1.0.0": "Per frame, JPEG windows around its box at the crops' resolution.",
+                   DATASET_VERSION: "A record per frame and crop kind: a template-only frame reads its template "
+                                    "windows alone."}
 
   def __init__(self, *, template: processing.CropSpec | None = None, search: processing.CropSpec | None = None,
                levels: Sequence[float] = LEVELS, oversample: float = 1.0, quality: int = JPEG_QUALITY,
                num_workers: int = 0, **kwargs):
     super().__init__(**kwargs)
     self._template, self._search = template, search
-    self._specs = window_specs(template, search, levels, oversample) if template is not None else ()
+    self._specs = window_specs(template, search, levels, oversample) if template is not None else {}
     self._quality = int(quality)
     self._num_workers = int(num_workers)
 
@@ -369,6 +442,8 @@ class TrackingCrops(packed.TrackingFrames):
                                                "unreadable"),
             "sequence": tfds.features.Scalar(dtype=np.int64, doc="sequence index in sequences.npz"),
             "frame": tfds.features.Scalar(dtype=np.int64, doc="frame index in the sequence"),
+            "part": tfds.features.Scalar(dtype=np.int64, doc="which of the frame's records: index in "
+                                         "precropped.RECORD_KINDS (0: template windows, 1: all)"),
         }),
         disable_shuffling=True,
     )
@@ -377,12 +452,12 @@ class TrackingCrops(packed.TrackingFrames):
     if not self._specs:
       raise ValueError("TrackingCrops needs template= and search= crop specs to build")
     source = self.source_dataset(dl_manager)
-    lengths = np.array([len(source.sequence(i).frames) for i in range(len(source))], np.int64)
+    lengths = RECORDS_PER_FRAME * np.array([len(source.sequence(i).frames) for i in range(len(source))], np.int64)
     first_record = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     num_records = int(lengths.sum())
     self._layout = (first_record, num_records)
-    print(f"{source.name}: cutting {len(source)} sequences, {num_records} frames into windows from "
-          f"{source.root} ({len(self._specs)} window kinds, "
+    print(f"{source.name}: cutting {len(source)} sequences, {num_records // RECORDS_PER_FRAME} frames into "
+          f"windows from {source.root} ({' + '.join(str(len(self._specs[k])) for k in KINDS)} window sizes, "
           f"{'Beam workers' if self._beam else f'{max(self._num_workers, 1)} processes'})", flush=True)
     if self._beam:
       return {packed.SPLIT: self._beam_split(source, np.arange(len(source)), first_record, num_records)}
@@ -404,12 +479,12 @@ class TrackingCrops(packed.TrackingFrames):
       record = 0
       for i in range(len(source)):
         end = int(first_record[i + 1]) if i + 1 < len(source) else num_records
-        for k in range(end - int(first_record[i])):
-          example, problem = _crop_example(source.name, i, k, *next(results))
-          if problem:
-            self._unreadable.append(problem)
-          yield packed.record_key(record, num_records), example
-          record += 1
+        for k in range((end - int(first_record[i])) // RECORDS_PER_FRAME):
+          for example, problem in _crop_examples(source.name, i, k, *next(results)):
+            if problem:
+              self._unreadable.append(problem)
+            yield packed.record_key(record, num_records), example
+            record += 1
 
     if self._num_workers > 0:
       with multiprocessing.get_context("spawn").Pool(self._num_workers) as pool:
@@ -423,8 +498,10 @@ class TrackingCrops(packed.TrackingFrames):
     first_record, num_records = self._layout
     packed._write_table(  # pylint: disable=protected-access
         self.data_path / packed.SEQUENCES_FILE, self.source_dataset(), first_record, num_records,
-        self._count_unreadable(), crop_specs=_crop_specs_array(self._template, self._search),
-        window_specs=np.array([[w.half_extent, w.pixels_per_s] for w in self._specs], np.float64),
+        self._count_unreadable(), table_format=TABLE_FORMAT, crop_specs=_crop_specs_array(self._template, self._search),
+        window_specs=np.array([[w.half_extent, w.pixels_per_s] for k in KINDS for w in self._specs[k]],
+                              np.float64).reshape(-1, 2),
+        window_kinds=np.array([i for i, k in enumerate(KINDS) for _ in self._specs[k]], np.int64),
         jpeg_quality=np.int64(self._quality), table_kind=np.str_(BUILDER_NAME))
 
 
@@ -436,11 +513,19 @@ class PrecroppedTrainDataset(packed.PackedTrainDataset):
   VERSION = DATASET_VERSION
   TABLE_FORMAT = TABLE_FORMAT
   FRAME = PrecroppedFrameRef
+  RECORDS_PER_FRAME = RECORDS_PER_FRAME
 
   def __init__(self, name: str, data_dir: str, template: processing.CropSpec, search: processing.CropSpec,
                config_arg: str = "configs/fartrack.py:variant=tiny"):
     self._want = _crop_specs_array(template, search)
     self.BUILD_FLAGS = f" --format crops --config {config_arg}"  # pylint: disable=invalid-name
+    older = packed.packed_path(name, data_dir, BUILDER_NAME, "1.0.0")
+    if (not (packed.packed_path(name, data_dir, BUILDER_NAME, DATASET_VERSION) / "dataset_info.json").exists()
+        and (older / "dataset_info.json").exists()):
+      raise DatasetError(f"{older}: a pre-cropped set in the older format 1.0.0 (one record a frame); this reader "
+                         f"reads {DATASET_VERSION} (a record a frame and crop kind): build it with: python "
+                         f"scripts/build_tfds.py --dataset {name} --root ROOT --data-dir {data_dir}{self.BUILD_FLAGS} "
+                         f"(then {older} can be deleted)")
     super().__init__(name, data_dir)
 
   def _check_table(self, path, table) -> None:

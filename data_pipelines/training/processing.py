@@ -130,7 +130,7 @@ def padding_axes(box_to_crop_around_xywh, image_shape, factor: float,
 
 
 def crop_and_box(image: np.ndarray, box_to_crop_around_xywh, box_to_transform_xywh, factor: float,
-                 output_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 output_size: int, kind: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """One frame of `processing_utils.jittered_center_crop`.
 
   The pixels are the test-time crop (`data_pipelines.crops.sample_target`): the training
@@ -138,21 +138,23 @@ def crop_and_box(image: np.ndarray, box_to_crop_around_xywh, box_to_transform_xy
   reproduced here by `padding_mask`. The box is normalised by `output_size` (`normalize=True`, as
   `jittered_center_crop` calls it).
 
-  `image` may also be a `precropped.PrecroppedFrame`, which makes the crop from its windows.
+  `image` may also be a `precropped.PrecroppedFrame`, which makes the crop from its windows of crop kind
+  `kind` ("template" or "search"; unused for an array).
 
   Returns (crop [S, S, 3] uint8, box_to_transform in the crop (x, y, w, h) / S [4] float32,
   padding mask [S, S] bool), S = output_size.
   """
   crop, box, (rows, cols) = _crop_box_and_padding(image, box_to_crop_around_xywh, box_to_transform_xywh, factor,
-                                                   output_size)
+                                                   output_size, kind)
   return crop, box, rows[:, None] | cols[None, :]
 
 
 def _crop_box_and_padding(image, box_to_crop_around_xywh, box_to_transform_xywh, factor: float,
-                          output_size: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+                          output_size: int, kind: str | None) -> tuple[np.ndarray, np.ndarray,
+                                                                        tuple[np.ndarray, np.ndarray]]:
   """`crop_and_box` with the padding mask as `padding_axes` gives it (rows, columns)."""
   if hasattr(image, "sample_target"):  # a pre-cropped frame (`precropped.PrecroppedFrame`)
-    crop, resize_factor = image.sample_target(box_to_crop_around_xywh, factor, output_size)
+    crop, resize_factor = image.sample_target(box_to_crop_around_xywh, factor, output_size, kind)
   else:
     crop, resize_factor = crops.sample_target(image, box_to_crop_around_xywh, factor, output_size)
   box = transform_image_to_crop(box_to_transform_xywh, box_to_crop_around_xywh, resize_factor, output_size,
@@ -282,8 +284,10 @@ class FrameProcessing:
             "target_tokens": np.zeros(4, np.int32),
             "valid": np.bool_(False)}
 
-  def _crops(self, frames, boxes, spec: CropSpec, rng, make_pixels: bool = True):
-    """Jitter, size check, crop, per-crop transform, mask checks; None when the original rejects."""
+  def _crops(self, frames, boxes, kind: str, rng, make_pixels: bool = True):
+    """Jitter, size check, crop (`kind`: "template" or "search"), per-crop transform, mask checks; None when
+    the original rejects."""
+    spec = self.template if kind == "template" else self.search
     jittered = [jitter_box(b, rng, spec.center_jitter, spec.scale_jitter) for b in boxes]
     if any(crops.crop_side(j, spec.factor) < 1 for j in jittered):
       return None
@@ -292,7 +296,7 @@ class FrameProcessing:
       return [] if all(axes_are_valid(*a) for a in axes) else None
     out = []
     for frame, box, jittered_box in zip(frames, boxes, jittered):
-      crop, crop_box, (rows, cols) = _crop_box_and_padding(frame, jittered_box, box, spec.factor, spec.size)
+      crop, crop_box, (rows, cols) = _crop_box_and_padding(frame, jittered_box, box, spec.factor, spec.size, kind)
       brightness = rng.uniform(max(0.0, 1 - BRIGHTNESS_JITTER), 1 + BRIGHTNESS_JITTER)
       flip = rng.random() < FLIP_PROBABILITY
       if flip:
@@ -325,13 +329,13 @@ class FrameProcessing:
     templates = [joint(f, b) for f, b in zip(template_frames, template_boxes)]
     search_frame, search_box = joint(search_frame, search_box)
 
-    template_crops = self._crops([f for f, _ in templates], [b for _, b in templates], self.template, rng)
+    template_crops = self._crops([f for f, _ in templates], [b for _, b in templates], "template", rng)
     if template_crops is None:
       return self.invalid()
-    search_crops = self._crops([search_frame], [search_box], self.search, rng)
+    search_crops = self._crops([search_frame], [search_box], "search", rng)
     if search_crops is None:
       return self.invalid()
-    if self._crops([search_frame], [search_box], self.template, rng, make_pixels=False) is None:
+    if self._crops([search_frame], [search_box], "template", rng, make_pixels=False) is None:
       return self.invalid()
 
     t, s = self.template.size, self.search.size

@@ -83,12 +83,14 @@ def test_beam_build_equals_the_single_process_build_record_by_record(roots, sing
   data_dir = str(tmp_path / "beam")
   _build(fmt, name, roots[name], data_dir, beam_packing.pipeline_options("runner=DirectRunner"))
   assert_same_packed_set(fmt, name, single_process, data_dir)
-  builder = precropped.BUILDER_NAME if fmt == "crops" else packed.BUILDER_NAME
+  builder, version = ((precropped.BUILDER_NAME, precropped.DATASET_VERSION) if fmt == "crops"
+                      else (packed.BUILDER_NAME, packed.DATASET_VERSION))
   # The frames that could not be read are counted in the build's table (the same count as the single
   # process's, compared above) and are the ones the root has.
-  assert int(_table(packed.packed_path(name, data_dir, builder))["unreadable_frames"]) == unreadable
+  assert int(_table(packed.packed_path(name, data_dir, builder, version))["unreadable_frames"]) == unreadable
   # Nothing left under a temporary name (shards, the workers' results).
-  leftovers = [p.name for p in packed.packed_path(name, data_dir, builder).iterdir() if "incomplete" in p.name]
+  leftovers = [p.name for p in packed.packed_path(name, data_dir, builder, version).iterdir()
+               if "incomplete" in p.name]
   assert not leftovers, leftovers
 
 
@@ -275,8 +277,9 @@ def test_beam_builds_into_a_bucket_the_same_sets(roots, single_process, tmp_path
       path.parent.mkdir(parents=True, exist_ok=True)
       path.write_bytes(data)
     for fmt in runs:
-      builder = precropped.BUILDER_NAME if fmt == "crops" else packed.BUILDER_NAME
-      assert any(n.startswith(f"tfds/{builder}/synthetic/1.0.0/") and ".array_record-" in n for n in files)
+      builder, version = ((precropped.BUILDER_NAME, precropped.DATASET_VERSION) if fmt == "crops"
+                          else (packed.BUILDER_NAME, packed.DATASET_VERSION))
+      assert any(n.startswith(f"tfds/{builder}/synthetic/{version}/") and ".array_record-" in n for n in files)
       assert_same_packed_set(fmt, "SYNTHETIC", single_process, str(local / "tfds"))
     again = _script(*args, env=env, cwd=str(cwd))  # a second run of the last command
     assert again.returncode == 0 and "already packed" in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]

@@ -3,6 +3,7 @@ same draws (frames, box labels, tokens, checks, skip counters equal; pixels clos
 full-frame crops land, it works with grain workers, sharding and iterator state, and a missing or stale set
 is one clear error."""
 
+import dataclasses
 import importlib
 import math
 import os
@@ -84,6 +85,66 @@ def test_on_a_bucket_an_examples_crops_are_read_in_one_call_and_give_the_same_ex
   pipeline_fakes.assert_batches_equal(expected, got)
 
 
+def test_a_frame_reads_only_the_record_its_crops_need(built, monkeypatch):
+  config, _, fast, _, _ = built
+  monkeypatch.setattr(pipeline, "_on_remote_storage", lambda frame: True)  # every example's reads in one call
+  reads = pipeline_fakes.RecordReads(monkeypatch)
+  draws = []
+  sample_frames = pipeline.sampler.sample_frames
+
+  def recorded(*args, **kwargs):
+    pick, seq = sample_frames(*args, **kwargs)
+    draws.append(pick)
+    return pick, seq
+
+  monkeypatch.setattr(pipeline.sampler, "sample_frames", recorded)
+  examples = build.frame_examples_from_config(config, fast, seed=7)
+  narrowed = [examples(i) for i in range(12)]
+  assert len(reads.together) == len(draws) >= 12
+  templates_only = 0
+  for pick, indices in zip(draws, reads.together):
+    source = fast[pick.dataset].sequence(pick.sequence)
+    want = []
+    for i in sorted(set(pick.template_ids + pick.search_ids)):
+      # Record 2k holds frame k's template windows, record 2k + 1 all its windows.
+      want.append(source.frames[i].record + (i in pick.search_ids))
+      templates_only += i not in pick.search_ids
+    assert indices == want, (pick, indices)
+  assert templates_only >= 12  # most frames were read as templates alone
+  # Reading all windows of every frame (as the format before did) gives the same examples to the bit.
+  monkeypatch.setattr(pipeline, "for_crops", lambda frame, kinds: frame)
+  pipeline_fakes.assert_batches_equal(narrowed, [examples(i) for i in range(12)])
+
+
+def test_each_frame_has_a_small_template_record_then_a_record_of_all_its_windows(built):
+  _, _, fast, _, _ = built
+  seq = fast[0].sequence(1)
+  records = seq.frames[0].source.records(range(seq.frames[0].record, seq.frames[0].record + 2 * len(seq.frames)))
+  template_bytes = all_bytes = 0
+  for k, frame in enumerate(seq.frames):
+    template, everything = records[2 * k], records[2 * k + 1]
+    assert frame.record % 2 == 0 and frame.record_index == frame.record + 1  # all kinds: the second
+    assert frame.for_crops(["template"]).record_index == frame.record
+    assert [(r["sequence"], r["frame"], r["part"]) for r in (template, everything)] == [(1, k, 0), (1, k, 1)]
+    small = precropped.decode_windows(template["windows"], ["template"])
+    full = precropped.decode_windows(everything["windows"])
+    assert len(small["template"]) == 1 and len(full["search"]) >= 2  # the smoke template is not jittered
+    assert [bytes(w.jpeg) for w in small["template"]] == [bytes(w.jpeg) for w in full["template"]]
+    template_bytes += len(template["windows"])
+    all_bytes += len(everything["windows"])
+  assert template_bytes * 4 < all_bytes
+  read = seq.frames[5].for_crops(["template"]).read_frame()
+  assert list(read.windows) == ["template"]
+  with pytest.raises(ValueError, match=r"a search crop asked of a frame read for template crops only"):
+    read.sample_target(seq.boxes[5], 4.0, 64, "search")
+  with pytest.raises(ValueError, match=r"crop kinds must be"):
+    seq.frames[5].for_crops(["mask"])
+  # One record early, the frame's second record is its template record: refused.
+  shifted = dataclasses.replace(seq.frames[5], record=seq.frames[5].record - 1)
+  with pytest.raises(DatasetError, match=r"record \d+ is part 0 of its frame, the layout says part 1"):
+    shifted.read_frame()
+
+
 def _wave_frame(height=360, width=480):
   """A smooth colour pattern (periods 40-70 px): a crop half a pixel off differs from the right one by ~4."""
   y, x = np.mgrid[0:height, 0:width].astype(np.float64)
@@ -108,11 +169,11 @@ def test_window_crops_land_where_full_frame_crops_land(mirrored, grayscale):
     frame, full = frame.mirror(), np.ascontiguousarray(full[:, ::-1])
   rng = np.random.default_rng(0)
   flipped_box = processing.flip_box(box, mirrored, rgb.shape[1] - 1)
-  boxes = [(flipped_box, 2.0, 112)] + [(processing.jitter_box(flipped_box, rng, 3.5, 0.5), 4.0, 224)
-                                       for _ in range(12)]
-  for jittered, factor, size in boxes:
+  boxes = [(flipped_box, 2.0, 112, "template")] + [
+      (processing.jitter_box(flipped_box, rng, 3.5, 0.5), 4.0, 224, "search") for _ in range(12)]
+  for jittered, factor, size, kind in boxes:
     want, want_factor = crops.sample_target(full, jittered, factor, size)
-    got, got_factor = frame.sample_target(jittered, factor, size)
+    got, got_factor = frame.sample_target(jittered, factor, size, kind)
     assert got.shape == want.shape and got.dtype == np.uint8 and got_factor == want_factor
     diff = np.abs(got.astype(np.int32) - want)[2:-2, 2:-2]  # the outer rows: the original's border quirk
     # JPEG at quality 95, two resamplings of a smooth pattern: ~1 level; a half-pixel shift gives ~4.
@@ -123,11 +184,13 @@ def test_template_crops_decode_only_the_small_template_window():
   rgb = _wave_frame()
   box = np.array([200.0, 150.0, 60.0, 44.0])
   specs = precropped.window_specs(processing.CropSpec(2.0, 112, 0.0, 0.0), processing.CropSpec(4.0, 224, 3.5, 0.5))
-  frame = precropped.PrecroppedFrame(*rgb.shape[:2], precropped.decode_windows(
-      precropped.encode_windows(rgb, box, specs)))
-  frame.sample_target(box, 2.0, 112)
-  (index,) = frame._decoded
-  window = frame.windows[index]
+  assert len(specs["template"]) == 1 and len(specs["search"]) == len(precropped.LEVELS)
+  frame = precropped.PrecroppedFrame(*rgb.shape[:2], precropped.decode_windows(precropped.encode_windows(rgb, box,
+                                                                                                       specs)))
+  frame.sample_target(box, 2.0, 112, "template")
+  (key,) = frame._decoded
+  window = frame.windows[key[0]][key[1]]
+  assert key == ("template", 0)
   side = math.ceil(math.sqrt(60 * 44) * 2)
   assert window.stored_width <= 112 * (side + 2 * precropped.MARGIN + 2) / side  # about the template size
 
@@ -177,6 +240,13 @@ def test_missing_or_stale_set_is_one_clear_error(built, tmp_path):
                                          r"asks for template factor 2 size 112") as stale:
     precropped.open_precropped_datasets([NAME], data_dir, tiny)
   assert "\n" not in str(stale.value)
+  older = tmp_path / "older"
+  (older / "tracking_crops" / "synthetic" / "1.0.0").mkdir(parents=True)
+  (older / "tracking_crops" / "synthetic" / "1.0.0" / "dataset_info.json").write_text("{}")
+  with pytest.raises(DatasetError, match=r"older format 1.0.0 .* build it with: python scripts/build_tfds.py "
+                                         r"--dataset SYNTHETIC .*--format crops") as old:
+    precropped.open_precropped_datasets([NAME], str(older), crops)
+  assert "\n" not in str(old.value)
 
 
 def test_config_data_path_is_checked_and_reaches_the_trainers_data(built, tmp_path):
@@ -227,9 +297,10 @@ def test_build_script_cuts_crops_in_worker_processes_with_a_progress_bar(built, 
 def test_oversampled_windows_are_finer_up_to_the_frames_resolution():
   template, search = processing.CropSpec(2.0, 56, 0.0, 0.0), processing.CropSpec(4.0, 112, 3.5, 0.5)
   specs = {o: precropped.window_specs(template, search, oversample=o) for o in (1.0, 2.0)}
-  assert [w.pixels_per_s for w in specs[2.0]] == [2 * w.pixels_per_s for w in specs[1.0]]
+  for kind in precropped.KINDS:
+    assert [w.pixels_per_s for w in specs[2.0][kind]] == [2 * w.pixels_per_s for w in specs[1.0][kind]]
   box = (130.0, 90.0, 64.0, 49.0)  # s = 56: the template window at 1/2 of the frame's resolution, or 1/1
-  regions = {o: precropped.window_regions(box, 240, 320, spec) for o, spec in specs.items()}
+  regions = {o: precropped.window_regions(box, 240, 320, spec["template"]) for o, spec in specs.items()}
   (x0, _, x1, _, width, _) = regions[1.0][0]
   assert regions[2.0][0][:4] == regions[1.0][0][:4]
   assert width == math.ceil((x1 - x0) * 28 / 56) and regions[2.0][0][4] == x1 - x0  # capped at the frame's
