@@ -19,7 +19,7 @@ and centre +-1.75 crop sizes, so one window at one resolution would be either hu
     counts them);
   - a frame is stored twice: its template windows alone (~8 kB), then all its windows (~150-280 kB). A frame
     drawn only as a template (~3.5 of an example's ~4.5 distinct frames) reads the first, any other frame
-    the second: one record per frame still, a third of the bytes per example (docs/performance.md).
+    the second: one record per frame still, about a quarter of the bytes per example (docs/performance.md).
 
 What stays exact: the example's random draws, frames, jittered boxes, box labels and tokens, validity
 checks and skip counters are the exact path's (the same `FrameProcessing` on the same draws: only
@@ -69,8 +69,9 @@ __all__ = ["BUILDER_NAME", "LEVELS", "PrecroppedFrame", "PrecroppedTrainDataset"
            "pack_precropped_dataset", "window_specs"]
 
 BUILDER_NAME = "tracking_crops"
-# 2.0.0: a record per frame and crop kind (1.0.0: one record per frame, every window in it).
+# 2.0.0: two records per frame (RECORD_KINDS). The former 1.0.0: one record per frame, every window in it.
 DATASET_VERSION = "2.0.0"
+_FORMER_VERSION = "1.0.0"
 TABLE_FORMAT = 2
 KINDS = pipeline.CROP_KINDS  # ("template", "search")
 # A frame's records, in order, by the crop kinds whose windows each holds: a frame drawn only as a template
@@ -419,9 +420,9 @@ class TrackingCrops(packed.TrackingFrames):
   frames are cut in N processes (0: in this one), in order."""
 
   VERSION = tfds.core.Version(DATASET_VERSION)
-  RELEASE_NOTES = {"1.0.0": "Per frame, JPEG windows around its box at the crops' resolution.",
-                   DATASET_VERSION: "A record per frame and crop kind: a template-only frame reads its template "
-                                    "windows alone."}
+  RELEASE_NOTES = {_FORMER_VERSION: "Per frame, JPEG windows around its box at the crops' resolution.",
+                   DATASET_VERSION: "Two records per frame, its template windows then all its windows: a frame "
+                                    "drawn only as a template reads the first."}
 
   def __init__(self, *, template: processing.CropSpec | None = None, search: processing.CropSpec | None = None,
                levels: Sequence[float] = LEVELS, oversample: float = 1.0, quality: int = JPEG_QUALITY,
@@ -519,12 +520,13 @@ class PrecroppedTrainDataset(packed.PackedTrainDataset):
                config_arg: str = "configs/fartrack.py:variant=tiny"):
     self._want = _crop_specs_array(template, search)
     self.BUILD_FLAGS = f" --format crops --config {config_arg}"  # pylint: disable=invalid-name
-    older = packed.packed_path(name, data_dir, BUILDER_NAME, "1.0.0")
+    older = packed.packed_path(name, data_dir, BUILDER_NAME, _FORMER_VERSION)
     if (not (packed.packed_path(name, data_dir, BUILDER_NAME, DATASET_VERSION) / "dataset_info.json").exists()
         and (older / "dataset_info.json").exists()):
-      raise DatasetError(f"{older}: a pre-cropped set in the older format 1.0.0 (one record a frame); this reader "
-                         f"reads {DATASET_VERSION} (a record a frame and crop kind): build it with: python "
-                         f"scripts/build_tfds.py --dataset {name} --root ROOT --data-dir {data_dir}{self.BUILD_FLAGS} "
+      raise DatasetError(f"{older}: a pre-cropped set in the older format {_FORMER_VERSION} (one record a "
+                         f"frame); this reader reads {DATASET_VERSION} (a frame's template windows in a record "
+                         f"of their own): build it with: python scripts/build_tfds.py --dataset {name} --root ROOT "
+                         f"--data-dir {data_dir}{self.BUILD_FLAGS} "
                          f"(then {older} can be deleted)")
     super().__init__(name, data_dir)
 
