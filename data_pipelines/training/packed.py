@@ -601,9 +601,7 @@ class PackedTrainDataset:
     self.data_dir = os.fspath(data_dir)
     path = packed_path(name, self.data_dir, self.BUILDER, self.VERSION)
     if not (path / "dataset_info.json").exists():
-      raise DatasetError(f"{self.data_dir}: no packed {name} dataset (no {path}/dataset_info.json); build it "
-                         f"with: python scripts/build_tfds.py --dataset {name} --root ROOT "
-                         f"--data-dir {self.data_dir}{self.BUILD_FLAGS}")
+      raise DatasetError(self._not_built(path))
     table = _load_table(path, self.TABLE_FORMAT)
     if str(table["train_name"]) != name:
       raise DatasetError(f"{path / SEQUENCES_FILE}: holds {table['train_name']}, not {name}")
@@ -631,6 +629,11 @@ class PackedTrainDataset:
     for array in (self._boxes, self._valid, self._visible):
       array.flags.writeable = False  # sequences hand out views
     self._source = _RecordSource(name, self.data_dir, int(table["num_records"]), self.BUILDER, self.VERSION)
+
+  def _not_built(self, path: epath.Path) -> str:
+    """The one line saying that this set is not at `path` and how to build it (subclasses may say more)."""
+    return (f"{self.data_dir}: no packed {self.name} dataset (no {path}/dataset_info.json); build it with: python "
+            f"scripts/build_tfds.py --dataset {self.name} --root ROOT --data-dir {self.data_dir}{self.BUILD_FLAGS}")
 
   def _check_table(self, path: epath.Path, table: dict[str, np.ndarray]) -> None:
     """Subclasses refuse a table built for other settings (DatasetError)."""

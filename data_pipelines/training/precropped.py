@@ -520,15 +520,16 @@ class PrecroppedTrainDataset(packed.PackedTrainDataset):
                config_arg: str = "configs/fartrack.py:variant=tiny"):
     self._want = _crop_specs_array(template, search)
     self.BUILD_FLAGS = f" --format crops --config {config_arg}"  # pylint: disable=invalid-name
-    older = packed.packed_path(name, data_dir, BUILDER_NAME, _FORMER_VERSION)
-    if (not (packed.packed_path(name, data_dir, BUILDER_NAME, DATASET_VERSION) / "dataset_info.json").exists()
-        and (older / "dataset_info.json").exists()):
-      raise DatasetError(f"{older}: a pre-cropped set in the older format {_FORMER_VERSION} (one record a "
-                         f"frame); this reader reads {DATASET_VERSION} (a frame's template windows in a record "
-                         f"of their own): build it with: python scripts/build_tfds.py --dataset {name} --root ROOT "
-                         f"--data-dir {data_dir}{self.BUILD_FLAGS} "
-                         f"(then {older} can be deleted)")
     super().__init__(name, data_dir)
+
+  def _not_built(self, path) -> str:
+    older = packed.packed_path(self.name, self.data_dir, BUILDER_NAME, _FORMER_VERSION)
+    if not (older / "dataset_info.json").exists():
+      return super()._not_built(path)
+    return (f"{older}: a pre-cropped set in the older format {_FORMER_VERSION} (one record a frame); this reader "
+            f"reads {DATASET_VERSION} (a frame's template windows in a record of their own): build it with: python "
+            f"scripts/build_tfds.py --dataset {self.name} --root ROOT --data-dir {self.data_dir}{self.BUILD_FLAGS} "
+            f"(then {older} can be deleted)")
 
   def _check_table(self, path, table) -> None:
     built = np.asarray(table.get("crop_specs", np.zeros((2, 4))), np.float64)
