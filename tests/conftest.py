@@ -139,15 +139,22 @@ def run_on_cpu_devices(script: str, devices: int = 8, timeout: int = 900) -> dic
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def packed_builder(fmt: str) -> tuple[str, str]:
+  """(tfds builder name, version) of the sets `build_tfds.py --format fmt` makes ("frames" or "crops")."""
+  from data_pipelines.training import packed, precropped  # pylint: disable=g-import-not-at-top
+  if fmt == "crops":
+    return precropped.BUILDER_NAME, precropped.DATASET_VERSION
+  return packed.BUILDER_NAME, packed.DATASET_VERSION
+
+
 def assert_same_packed_set(fmt: str, name: str, want_dir, got_dir, ignore_table: tuple[str, ...] = ()) -> dict:
   """Two builds of the training set `name` (`fmt` "frames" or "crops") under the tfds data dirs `want_dir`
   and `got_dir` hold the same records in the same order and the same sequence table (`sequences.npz`), but
   for the table fields in `ignore_table`; returns `got_dir`'s table."""
   import io  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from data_pipelines.training import packed, precropped  # pylint: disable=g-import-not-at-top
-  builder, version = ((precropped.BUILDER_NAME, precropped.DATASET_VERSION) if fmt == "crops"
-                      else (packed.BUILDER_NAME, packed.DATASET_VERSION))
+  from data_pipelines.training import packed  # pylint: disable=g-import-not-at-top
+  builder, version = packed_builder(fmt)
   want, got = (tfds.data_source(f"{builder}/{packed.config_name(name)}:{version}", split="train", data_dir=d,
                                 download=False) for d in (want_dir, got_dir))
   assert len(got) == len(want) > 0

@@ -20,7 +20,7 @@ from data_pipelines.training import packed
 from data_pipelines.training import precropped
 from data_pipelines.training import processing
 from data_pipelines.training import synthetic_train
-from tests.conftest import ROOT, assert_same_packed_set
+from tests.conftest import ROOT, assert_same_packed_set, packed_builder
 
 NUM_FRAMES, SIZE = 24, (160, 120)
 SMOKE = "configs/fartrack.py:variant=smoke"
@@ -83,8 +83,7 @@ def test_beam_build_equals_the_single_process_build_record_by_record(roots, sing
   data_dir = str(tmp_path / "beam")
   _build(fmt, name, roots[name], data_dir, beam_packing.pipeline_options("runner=DirectRunner"))
   assert_same_packed_set(fmt, name, single_process, data_dir)
-  builder, version = ((precropped.BUILDER_NAME, precropped.DATASET_VERSION) if fmt == "crops"
-                      else (packed.BUILDER_NAME, packed.DATASET_VERSION))
+  builder, version = packed_builder(fmt)
   # The frames that could not be read are counted in the build's table (the same count as the single
   # process's, compared above) and are the ones the root has.
   assert int(_table(packed.packed_path(name, data_dir, builder, version))["unreadable_frames"]) == unreadable
@@ -277,8 +276,7 @@ def test_beam_builds_into_a_bucket_the_same_sets(roots, single_process, tmp_path
       path.parent.mkdir(parents=True, exist_ok=True)
       path.write_bytes(data)
     for fmt in runs:
-      builder, version = ((precropped.BUILDER_NAME, precropped.DATASET_VERSION) if fmt == "crops"
-                          else (packed.BUILDER_NAME, packed.DATASET_VERSION))
+      builder, version = packed_builder(fmt)
       assert any(n.startswith(f"tfds/{builder}/synthetic/{version}/") and ".array_record-" in n for n in files)
       assert_same_packed_set(fmt, "SYNTHETIC", single_process, str(local / "tfds"))
     again = _script(*args, env=env, cwd=str(cwd))  # a second run of the last command
